@@ -1,0 +1,82 @@
+/* cli.c - helpers shared by the vitd sub-commands (see cmd.h). */
+#include "cmd.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+unsigned char *cli_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+        if (!nb) { free(buf); buf = NULL; errno = ENOMEM; break; }
+        buf = nb;
+        cap *= 2;
+    }
+    if (buf && ferror(f)) { free(buf); buf = NULL; errno = EIO; }
+    fclose(f);
+    if (buf) *len = n;
+    return buf;
+}
+
+int cli_parse_blocks(const char *s, int limit, unsigned long long *mask)
+{
+    *mask = 0;
+    if (!*s) return 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v >= limit || v >= 64) return -1;
+        *mask |= 1ull << v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        s = end;
+    }
+    return 0;
+}
+
+int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(opt);
+    if (strncmp(a, opt, n) != 0) return 0;
+    if (!val) return a[n] == '\0';
+    if (a[n] == '=') { *val = a + n + 1; return 1; }
+    if (a[n] != '\0') return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "vitd %s: option %s needs a value\n", argv[0], opt);
+        return -1;
+    }
+    *val = argv[++*i];
+    return 1;
+}
+
+int cli_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_float(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno) return -1;
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,29 @@
+/* cmd.h - the vitd command line: one function per sub-command, one table in main.c.
+ *
+ * Each cmd_* takes the arguments after the command name (argv[0] is the command name) and
+ * returns the process exit status: 0 success, 1 failure (message on stderr), 2 usage error.
+ * Commands print results on stdout and errors on stderr as "vitd CMD: message".
+ */
+#ifndef VT_CMD_H
+#define VT_CMD_H
+
+int cmd_inspect(int argc, char **argv);
+int cmd_preprocess(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Shared helpers for commands (cli.c). */
+/* Reads a whole file into a malloc'd buffer; NULL with errno set on failure. */
+unsigned char *cli_read_file(const char *path, size_t *len);
+/* Parses "0,2,4" into a bit mask of block indices < limit; -1 on a malformed list. */
+int cli_parse_blocks(const char *s, int limit, unsigned long long *mask);
+/* Option matching for "--opt VALUE" and "--opt=VALUE": returns 1 and sets *val (advancing
+ * *i past a separate value) when argv[*i] is opt, 0 when it is not, -1 (after printing a
+ * message) when the value is missing. With val == NULL, matches a flag without value. */
+int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val);
+/* Strict number parsing; 0 on success, -1 on garbage or out of [lo, hi]. */
+int cli_int(const char *s, long lo, long hi, long *out);
+int cli_float(const char *s, double *out);
+
+#endif

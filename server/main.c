@@ -1,0 +1,43 @@
+/* main.c - the vitd program: a command table, top to bottom. Only main() exits. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"inspect", cmd_inspect, "print a model's configuration, removed blocks, parameters, MACs"},
+    {"preprocess", cmd_preprocess, "decode and preprocess images into the tensor a model sees (.npy)"},
+    {"logits", cmd_logits, "run the forward pass on a float32 NCHW .npy, write [N, classes] .npy"},
+    {"classify", cmd_classify, "classify image files: labels and probabilities"},
+    {"bench", cmd_bench, "measure images/s and latency of the forward pass"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vitd COMMAND [options]   (vitd COMMAND --help for its options)\n\n"
+               "vitd serves and runs Vision Transformers whose uninformative attention layers\n"
+               "were removed (entropy-guided selection, dilution learning).\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "vitd: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
