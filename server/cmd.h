@@ -7,6 +7,8 @@
 #ifndef VT_CMD_H
 #define VT_CMD_H
 
+#include <stddef.h>
+
 int cmd_inspect(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
