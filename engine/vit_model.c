@@ -384,7 +384,8 @@ static vt_status load_block(vit_model *m, const st_file *f, int b, char *err, si
         memcpy(blk->qkv_b_scaled, blk->p[BP_QKV_B], (size_t)3 * D * sizeof(float));
         for (size_t i = 0; i < (size_t)D * D; i++) w[i] *= scale;
         for (int i = 0; i < D; i++) blk->qkv_b_scaled[i] *= scale;
-        m->bytes += (size_t)3 * D * sizeof(float);
+        if (!m->keep_plain) { free(blk->p[BP_QKV_B]); blk->p[BP_QKV_B] = NULL; } /* replaced by the scaled copy */
+        else m->bytes += (size_t)3 * D * sizeof(float);
         st = op_pack(w, D, 3 * D, &m->wmd[MAT_QKV], &blk->packed[MAT_QKV], &(size_t){0}, err, errlen);
         free(w);
         if (st) return st;
