@@ -25,6 +25,7 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP := $(BUILD)/.deps-build
 
 .PHONY: all deps test asan bench run clean fixtures
+.SECONDARY:
 all: $(BUILD)/vitd
 
 $(DEPS_STAMP):
