@@ -161,6 +161,11 @@ vt_status op_attn_values(op_prim *p, int B, int H, int N, int D, char *err, size
     return make_prim(p, &md, NULL, "attention values matmul", err, errlen);
 }
 
+vt_status op_matmul_desc(op_prim *p, const dnnl_matmul_desc_t *d, char *err, size_t errlen)
+{
+    return make_prim(p, d, NULL, "matmul", err, errlen);
+}
+
 void op_prim_free(op_prim *p)
 {
     if (!p) return;

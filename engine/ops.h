@@ -50,6 +50,8 @@ vt_status op_softmax(op_prim *p, int rows, int n, char *err, size_t errlen);
 /* S = Q K^T and O = S V over the views above. */
 vt_status op_attn_scores(op_prim *p, int B, int H, int N, int D, char *err, size_t errlen);
 vt_status op_attn_values(op_prim *p, int B, int H, int N, int D, char *err, size_t errlen);
+/* A matmul from a caller-built descriptor (other views of the same buffers). */
+vt_status op_matmul_desc(op_prim *p, const dnnl_matmul_desc_t *d, char *err, size_t errlen);
 void op_prim_free(op_prim *p);
 
 /* Points p's scratchpad at buf (at least p->scratch_bytes, 64-byte aligned). */

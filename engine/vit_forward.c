@@ -28,9 +28,18 @@ typedef struct {
     op_prim patch, ln, qkv, qk, sm, av, proj, fc1, fc2, head;
     op_prim proj_ns, fc2_ns;        /* unfused (no residual sum), for taps; built lazily */
     int have_unfused;
+    /* The last block on the class-token rows only (see last_block); built lazily. */
+    op_prim qk_l, sm_l, av_l, proj_l, ln_l, fc1_l, fc2_l;
+    int have_last;
+    dnnl_memory_t q_l, s_l, s_l2, o_l, oc, xc, xcn, h_l;
     /* activation memory objects over the runner's buffers, shaped for B */
     dnnl_memory_t cols, pout, x, xn, qkv_m, q, kt, v, s, o, h, tmp, cls[2], lg[2];
 } plan;
+
+/* Every primitive of a plan, for loops that free or re-bind them all. */
+#define PLAN_PRIMS(p) &(p)->patch, &(p)->ln, &(p)->qkv, &(p)->qk, &(p)->sm, &(p)->av, &(p)->proj, \
+    &(p)->fc1, &(p)->fc2, &(p)->head, &(p)->proj_ns, &(p)->fc2_ns, &(p)->qk_l, &(p)->sm_l,       \
+    &(p)->av_l, &(p)->proj_l, &(p)->ln_l, &(p)->fc1_l, &(p)->fc2_l
 
 typedef struct { dnnl_memory_t w[4], b[4], ln1g, ln1b, ln2g, ln2b; } block_mem;
 
@@ -113,11 +122,11 @@ static void destroy_mem(dnnl_memory_t *m)
 static void plan_free(plan *p)
 {
     if (!p) return;
-    op_prim *prims[] = {&p->patch, &p->ln, &p->qkv, &p->qk, &p->sm, &p->av, &p->proj,
-                        &p->fc1, &p->fc2, &p->head, &p->proj_ns, &p->fc2_ns};
+    op_prim *prims[] = {PLAN_PRIMS(p)};
     for (size_t i = 0; i < sizeof prims / sizeof *prims; i++) op_prim_free(prims[i]);
     dnnl_memory_t *mems[] = {&p->cols, &p->pout, &p->x, &p->xn, &p->qkv_m, &p->q, &p->kt, &p->v,
-                             &p->s, &p->o, &p->h, &p->tmp, &p->cls[0], &p->cls[1], &p->lg[0], &p->lg[1]};
+                             &p->s, &p->o, &p->h, &p->tmp, &p->cls[0], &p->cls[1], &p->lg[0], &p->lg[1],
+                             &p->q_l, &p->s_l, &p->s_l2, &p->o_l, &p->oc, &p->xc, &p->xcn, &p->h_l};
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++) destroy_mem(mems[i]);
     free(p);
 }
@@ -137,8 +146,7 @@ static vt_status bind_scratch(vit_runner *r, op_prim **prims, int n, char *err, 
         for (int b = 0; b <= VIT_MAX_RUNNER_BATCH; b++) {
             plan *p = r->plans[b];
             if (!p) continue;
-            op_prim *all[] = {&p->patch, &p->ln, &p->qkv, &p->qk, &p->sm, &p->av, &p->proj,
-                              &p->fc1, &p->fc2, &p->head, &p->proj_ns, &p->fc2_ns};
+            op_prim *all[] = {PLAN_PRIMS(p)};
             for (size_t i = 0; i < sizeof all / sizeof *all; i++) op_bind_scratch(all[i], r->scratch);
         }
     }
@@ -159,6 +167,51 @@ static vt_status plan_unfused(vit_runner *r, plan *p, char *err, size_t errlen)
     op_prim *prims[] = {&p->proj_ns, &p->fc2_ns};
     if ((st = bind_scratch(r, prims, 2, err, errlen))) return st;
     p->have_unfused = 1;
+    return VT_OK;
+}
+
+/* The last block's primitives on the T class-token rows of each image: Q and the scores for
+ * those rows only (K and V still come from every token), then proj, LN2 and the MLP on B*T
+ * rows. Only rows 0..T-1 reach the head, so this is exact (about 7% of a DeiT's MACs). */
+static vt_status plan_last(vit_runner *r, plan *p, char *err, size_t errlen)
+{
+    const vit_model *m = r->m;
+    const vit_config *c = &m->cfg;
+    int B = p->B, N = r->N, T = r->T, D = c->dim, F = c->mlp_dim, H = c->heads, dh = D / H;
+    vt_status st;
+    if (p->have_last) return VT_OK;
+    dnnl_memory_desc_t q, sl, o;
+    dnnl_dims_t qd = {B, H, T, dh}, qs = {(int64_t)N * 3 * D, dh, 3 * D, 1};
+    dnnl_dims_t sd = {B, H, T, N}, ss = {(int64_t)H * T * N, (int64_t)T * N, N, 1};
+    dnnl_dims_t od = {B, H, T, dh}, os = {(int64_t)T * D, dh, D, 1};
+    dnnl_memory_desc_init_by_strides(&q, 4, qd, dnnl_f32, qs);
+    dnnl_memory_desc_init_by_strides(&sl, 4, sd, dnnl_f32, ss);
+    dnnl_memory_desc_init_by_strides(&o, 4, od, dnnl_f32, os);
+    dnnl_matmul_desc_t qk, av;
+    if (dnnl_matmul_desc_init(&qk, &q, &p->qk.wei_md, NULL, &sl) != dnnl_success ||
+        dnnl_matmul_desc_init(&av, &sl, &p->av.wei_md, NULL, &o) != dnnl_success)
+        return vt_err(err, errlen, VT_EDNNL, "oneDNN: bad last-block attention");
+    if ((st = op_matmul_desc(&p->qk_l, &qk, err, errlen)) || (st = op_matmul_desc(&p->av_l, &av, err, errlen)) ||
+        (st = op_softmax(&p->sm_l, B * H * T, N, err, errlen)) ||
+        (st = op_linear(&p->proj_l, B * T, D, D, &m->wmd[MAT_PROJ], OP_SUM, err, errlen)) ||
+        (st = op_layernorm(&p->ln_l, B * T, D, c->ln_eps, err, errlen)) ||
+        (st = op_linear(&p->fc1_l, B * T, D, F, &m->wmd[MAT_FC1], OP_GELU, err, errlen)) ||
+        (st = op_linear(&p->fc2_l, B * T, F, D, &m->wmd[MAT_FC2], OP_SUM, err, errlen)))
+        return st;
+    dnnl_memory_desc_t s2 = op_md2(B * H * T, N), rows = op_md2(B * T, D), hrows = op_md2(B * T, F);
+    p->q_l = op_mem(&q, r->qkv);
+    p->s_l = op_mem(&sl, r->s);
+    p->s_l2 = op_mem(&s2, r->s);
+    p->o_l = op_mem(&o, r->o);
+    p->oc = op_mem(&rows, r->o);
+    p->xc = op_mem(&rows, r->tmp);
+    p->xcn = op_mem(&rows, r->xn);
+    p->h_l = op_mem(&hrows, r->h);
+    if (!p->q_l || !p->s_l || !p->s_l2 || !p->o_l || !p->oc || !p->xc || !p->xcn || !p->h_l)
+        return vt_err(err, errlen, VT_EDNNL, "oneDNN could not create last-block memory");
+    op_prim *prims[] = {&p->qk_l, &p->sm_l, &p->av_l, &p->proj_l, &p->ln_l, &p->fc1_l, &p->fc2_l};
+    if ((st = bind_scratch(r, prims, 7, err, errlen))) return st;
+    p->have_last = 1;
     return VT_OK;
 }
 
@@ -400,16 +453,17 @@ static vt_status mlp_half(vit_runner *r, plan *p, int blk, int B, const vit_opts
 }
 
 /* Final LayerNorm of the class (and distillation) tokens, then the head(s). */
-static vt_status head(vit_runner *r, plan *p, int B, float *logits, const vit_opts *o, int ref,
-                      char *err, size_t errlen)
+static vt_status head(vit_runner *r, plan *p, int B, const float *xs, int stride, float *logits,
+                      const vit_opts *o, int ref, char *err, size_t errlen)
 {
     const vit_model *m = r->m;
     const vit_config *c = &m->cfg;
-    int D = c->dim, N = r->N, T = r->T, K = c->classes;
-    /* The final norm touches B*T rows only: a plain loop, not a primitive. */
+    int D = c->dim, T = r->T, K = c->classes;
+    /* The final norm touches B*T rows only: a plain loop, not a primitive. Image b's token t
+     * is row b*stride + t of xs. */
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
-            ref_layernorm(r->x + ((size_t)b * N + t) * D, r->cls[t] + (size_t)b * D, 1, D,
+            ref_layernorm(xs + ((size_t)b * stride + t) * D, r->cls[t] + (size_t)b * D, 1, D,
                           m->g[GP_NORM_G], m->g[GP_NORM_B], c->ln_eps);
     if (o && o->tap) {
         /* (B, T, D) as the contract says: interleave the token rows */
@@ -429,6 +483,38 @@ static vt_status head(vit_runner *r, plan *p, int B, float *logits, const vit_op
     }
     for (size_t i = 0; i < (size_t)B * K; i++)
         logits[i] = T == 2 ? (r->lg[0][i] + r->lg[1][i]) * 0.5f : r->lg[0][i];
+    return VT_OK;
+}
+
+/* The last block, computed for the class-token rows only (plan_last); leaves them in
+ * r->tmp as (B*T, D), image-major. */
+static vt_status last_block(vit_runner *r, plan *p, int blk, int B, int removed, char *err, size_t errlen)
+{
+    const vit_model *m = r->m;
+    const block_mem *bm = &r->bm[blk];
+    int N = r->N, T = r->T, D = m->cfg.dim;
+    vt_status st;
+    if ((st = plan_last(r, p, err, errlen))) return st;
+    if (!removed) {
+        EXEC(&p->ln, {DNNL_ARG_SRC, p->x}, {DNNL_ARG_DST, p->xn}, {DNNL_ARG_SCALE, bm->ln1g}, {DNNL_ARG_SHIFT, bm->ln1b});
+        EXEC(&p->qkv, {DNNL_ARG_SRC, p->xn}, {DNNL_ARG_WEIGHTS, bm->w[MAT_QKV]}, {DNNL_ARG_BIAS, bm->b[MAT_QKV]}, {DNNL_ARG_DST, p->qkv_m});
+        EXEC(&p->qk_l, {DNNL_ARG_SRC, p->q_l}, {DNNL_ARG_WEIGHTS, p->kt}, {DNNL_ARG_DST, p->s_l});
+        EXEC(&p->sm_l, {DNNL_ARG_SRC, p->s_l2}, {DNNL_ARG_DST, p->s_l2});
+        EXEC(&p->av_l, {DNNL_ARG_SRC, p->s_l}, {DNNL_ARG_WEIGHTS, p->v}, {DNNL_ARG_DST, p->o_l});
+    }
+    /* the stream's class-token rows; oneDNN work above is queued in order on the same
+     * in-order CPU stream, and executes synchronously, so x is final here */
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *src = r->x + ((size_t)b * N + t) * D;
+            float *dst = r->tmp + ((size_t)b * T + t) * D;
+            for (int d = 0; d < D; d++) dst[d] = removed ? 2.0f * src[d] : src[d];
+        }
+    if (!removed)
+        EXEC(&p->proj_l, {DNNL_ARG_SRC, p->oc}, {DNNL_ARG_WEIGHTS, bm->w[MAT_PROJ]}, {DNNL_ARG_BIAS, bm->b[MAT_PROJ]}, {DNNL_ARG_DST, p->xc});
+    EXEC(&p->ln_l, {DNNL_ARG_SRC, p->xc}, {DNNL_ARG_DST, p->xcn}, {DNNL_ARG_SCALE, bm->ln2g}, {DNNL_ARG_SHIFT, bm->ln2b});
+    EXEC(&p->fc1_l, {DNNL_ARG_SRC, p->xcn}, {DNNL_ARG_WEIGHTS, bm->w[MAT_FC1]}, {DNNL_ARG_BIAS, bm->b[MAT_FC1]}, {DNNL_ARG_DST, p->h_l});
+    EXEC(&p->fc2_l, {DNNL_ARG_SRC, p->h_l}, {DNNL_ARG_WEIGHTS, bm->w[MAT_FC2]}, {DNNL_ARG_BIAS, bm->b[MAT_FC2]}, {DNNL_ARG_DST, p->xc});
     return VT_OK;
 }
 
@@ -453,7 +539,11 @@ vt_status vit_forward(vit_runner *r, const float *images, int B, float *logits, 
     if (!ref && (st = plan_get(r, B, &p, err, errlen))) return st;
     if (o && o->start_x) memcpy(r->x, o->start_x, stream_floats * 4);
     else if ((st = embed(r, p, images, B, ref, err, errlen))) return st;
-    for (int blk = start; blk < c->depth; blk++) {
+    /* The last block runs on the class-token rows only, unless a tap wants whole blocks or
+     * this is the reference path (which stays the plain, independent oracle). */
+    int last_rows = !ref && !(o && o->tap) && start < c->depth;
+    int full_end = last_rows ? c->depth - 1 : c->depth;
+    for (int blk = start; blk < full_end; blk++) {
         if (o && ((o->save_mask >> blk) & 1)) memcpy(o->save_x[blk], r->x, stream_floats * 4);
         if ((removed >> blk) & 1) {
             /* METHOD.md section 2: y = 2x (the lambda = 0 end of dilution learning) */
@@ -465,7 +555,15 @@ vt_status vit_forward(vit_runner *r, const float *images, int B, float *logits, 
         }
         if ((st = mlp_half(r, p, blk, B, o, ref, err, errlen))) return st;
     }
-    if ((st = head(r, p, B, logits, o, ref, err, errlen))) return st;
+    if (last_rows) {
+        int blk = c->depth - 1;
+        if (o && ((o->save_mask >> blk) & 1)) memcpy(o->save_x[blk], r->x, stream_floats * 4);
+        if ((st = last_block(r, p, blk, B, (int)((removed >> blk) & 1), err, errlen))) return st;
+        st = head(r, p, B, r->tmp, r->T, logits, o, ref, err, errlen);
+    } else {
+        st = head(r, p, B, r->x, r->N, logits, o, ref, err, errlen);
+    }
+    if (st) return st;
     if (!ref && dnnl_stream_wait(r->stream) != dnnl_success)
         return vt_err(err, errlen, VT_EDNNL, "oneDNN stream failed");
     return VT_OK;
