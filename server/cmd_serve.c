@@ -1,0 +1,191 @@
+/* cmd_serve.c - `vitd serve`: configuration, model loading and warm-up, the HTTP daemon,
+ * and the drain on SIGTERM/SIGINT. The pieces live in srv_*.c; this file only orders them.
+ *
+ * Start-up: configuration (invalid -> exit 2 naming the key) -> models loaded (a missing or
+ * bad checkpoint -> exit 1 naming the path) -> listener up (live 200, ready 503) -> every
+ * model warmed at every batch size -> ready 200.
+ * Shutdown: the first SIGTERM/SIGINT stops accepting connections, turns readiness and new
+ * inference requests to 503, and waits up to drain_timeout_s for requests in flight; then
+ * queued jobs are answered 503, the batches running finish, and the process exits 0. A
+ * second signal skips the wait.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "srv_api.h"
+#include "srv_batcher.h"
+#include "srv_config.h"
+#include "srv_http.h"
+#include "srv_log.h"
+#include "srv_metrics.h"
+#include "srv_registry.h"
+
+static conf_t g_conf; /* immutable once loaded */
+
+/* GNU OpenMP reads GOMP_SPINCOUNT when the program is loaded, before main: the only way to
+ * set it from the configuration is to run the program again with it in the environment.
+ * Spinning threads keep a core busy after every parallel region (the default spins for
+ * about 300,000 iterations), which the HTTP threads then wait for. */
+static void apply_spincount(int argc, char **argv)
+{
+    if (g_conf.gomp_spincount < 0 || getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY") ||
+        getenv("VITD_SERVE_REEXEC"))
+        return;
+    char v[32];
+    snprintf(v, sizeof v, "%ld", g_conf.gomp_spincount);
+    char **args = calloc((size_t)argc + 2, sizeof *args);
+    if (!args) return;
+    args[0] = "vitd";
+    for (int i = 0; i < argc; i++) args[i + 1] = argv[i];
+    setenv("GOMP_SPINCOUNT", v, 1);
+    setenv("VITD_SERVE_REEXEC", "1", 1);
+    execv("/proc/self/exe", args);
+    /* still here: run with libgomp's default */
+    unsetenv("GOMP_SPINCOUNT");
+    free(args);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    char err[1024];
+    int rc = conf_load(&g_conf, argc, argv, err, sizeof err);
+    if (rc > 0) return 0;
+    if (rc < 0) {
+        fprintf(stderr, "vitd serve: invalid configuration: %s\n", err);
+        return 2;
+    }
+    apply_spincount(argc, argv);
+    log_init(g_conf.log_format == 1 ? LOG_JSON : LOG_TEXT, g_conf.access_log);
+    json_object_seed(0); /* before any thread: jansson's hash seed (reliability.md) */
+
+    /* SIGTERM/SIGINT are taken by sigwait below: block them before any thread starts so
+     * every thread inherits the mask. SIGPIPE: a client gone mid-reply is not fatal. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int cpus = vit_cpu_count();
+    int threads = g_conf.threads ? (int)g_conf.threads : cpus;
+    log_msg(LOG_INFO, "vitd %s starting: %d CPUs usable, %d OpenMP threads per inference worker, %ld HTTP threads, "
+                      "GOMP_SPINCOUNT=%s, config file %s",
+            VITD_VERSION, cpus, threads, g_conf.http_threads, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(default)",
+            g_conf.config_file[0] ? g_conf.config_file : "(none)");
+
+    int nroutes;
+    const http_route *routes = api_routes(&nroutes);
+    const char *names[32];
+    for (int i = 0; i < nroutes && i < 32; i++) names[i] = routes[i].name;
+    met_init(names, nroutes < 32 ? nroutes : 32);
+    reg_init(1);
+
+    int n = g_conf.nmodels, exit_code = 1;
+    bat_queue *queues[CONF_MAX_MODELS] = {0};
+    reg_version *loaded[CONF_MAX_MODELS] = {0}; /* borrowed after publish, for warm-up */
+    for (int i = 0; i < n; i++) {
+        const conf_model *cm = &g_conf.models[i];
+        struct stat sb;
+        if (stat(cm->path, &sb) != 0) {
+            if (g_conf.default_model)
+                log_msg(LOG_ERROR, "the default model %s does not exist (the training issue produces it); "
+                                   "name a model with --model NAME=PATH or VITD_MODELS", cm->path);
+            else
+                log_msg(LOG_ERROR, "model %s: %s: %s", cm->name, cm->path, strerror(errno));
+            goto done;
+        }
+        double t0 = mono_s();
+        reg_load_opts lo = {.max_batch = (int)g_conf.max_batch_size, .max_pixels = (uint64_t)g_conf.max_image_pixels,
+                            .exif = g_conf.exif};
+        reg_version *v;
+        vt_status st = reg_version_load(cm->path, &lo, &v, err, sizeof err);
+        if (st) {
+            log_msg(LOG_ERROR, "model %s: cannot load %s: %s (%s)", cm->name, cm->path, err, vt_status_str(st));
+            goto done;
+        }
+        met_model *mm = met_model_get(cm->name);
+        bat_opts bo = {.max_batch = (int)g_conf.max_batch_size, .max_queue_delay_us = g_conf.max_queue_delay_us,
+                       .max_queue_images = g_conf.max_queue_images, .threads = threads, .nice = 5};
+        if (!mm || (st = bat_new(cm->name, &bo, mm, &queues[i], err, sizeof err)) || reg_add(cm->name, queues[i], mm)) {
+            log_msg(LOG_ERROR, "model %s: cannot start its worker: %s", cm->name, mm && st ? err : "out of memory");
+            reg_release(v);
+            goto done;
+        }
+        reg_publish(cm->name, v);
+        loaded[i] = v;
+        const vit_config *c = reg_version_config(v);
+        log_msg(LOG_INFO, "model %s version %d: %s, image %d, channels %d, width %d, depth %d, %d removed, %d classes (%.0f ms)",
+                cm->name, reg_version_id(v), cm->path, c->image_size, c->channels, c->dim, c->depth,
+                __builtin_popcountll(c->removed), c->classes, (mono_s() - t0) * 1e3);
+    }
+
+    api_init(&g_conf);
+    http_opts ho = {.host = g_conf.host, .port = (int)g_conf.port, .threads = (int)g_conf.http_threads,
+                    .max_connections = (int)g_conf.max_connections, .max_per_ip = (int)g_conf.max_connections_per_ip,
+                    .idle_timeout_s = (int)g_conf.idle_timeout_s, .max_body = (size_t)g_conf.max_body_bytes,
+                    .retry_after_s = (int)g_conf.retry_after_s};
+    if (http_start(&ho, routes, nroutes, err, sizeof err)) {
+        log_msg(LOG_ERROR, "%s", err);
+        goto done;
+    }
+    log_msg(LOG_INFO, "listening on %s:%d", g_conf.host, http_port());
+
+    for (int i = 0; i < n; i++) {
+        double t0 = mono_s();
+        vt_status st = bat_warm(queues[i], loaded[i], err, sizeof err);
+        if (st) {
+            log_msg(LOG_ERROR, "model %s: warm-up failed: %s", g_conf.models[i].name, err);
+            http_stop();
+            goto done;
+        }
+        reg_set_ready(g_conf.models[i].name, 1);
+        log_msg(LOG_INFO, "model %s warmed at batch sizes 1..%ld (%.0f ms)", g_conf.models[i].name,
+                g_conf.max_batch_size, (mono_s() - t0) * 1e3);
+    }
+    log_msg(LOG_INFO, "ready");
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {}
+    log_msg(LOG_INFO, "%s: draining (up to %ld s for %ld requests in flight)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            g_conf.drain_timeout_s, http_inflight());
+    http_begin_drain();
+    double until = mono_s() + (double)g_conf.drain_timeout_s;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    while (http_inflight() > 0 && mono_s() < until) {
+        if (sigtimedwait(&sigs, NULL, &tick) > 0) {
+            log_msg(LOG_WARN, "second signal: not waiting any longer");
+            break;
+        }
+    }
+    if (http_inflight() > 0)
+        log_msg(LOG_WARN, "%ld requests still in flight: queued ones get 503, running batches finish", http_inflight());
+    for (int i = 0; i < n; i++) bat_fail_queued(queues[i]);
+    for (int i = 0; i < n; i++)
+        while (bat_pending(queues[i]) > 0) nanosleep(&tick, NULL);
+    /* let resumed requests send their replies (bounded: slow clients are cut by the stop) */
+    for (double t = mono_s() + 1.0; http_inflight() > 0 && mono_s() < t;) nanosleep(&tick, NULL);
+    http_stop();
+    exit_code = 0;
+    log_msg(LOG_INFO, "stopped");
+done:
+    for (int i = 0; i < n; i++) bat_free(queues[i]);
+    reg_shutdown();
+    met_shutdown();
+    return exit_code;
+}

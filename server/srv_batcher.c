@@ -1,0 +1,393 @@
+/* srv_batcher.c - the bounded queue and the inference worker of one model (see
+ * srv_batcher.h). The queue is a singly linked list in arrival order under one mutex; the
+ * worker unlinks jobs as it fills a batch, runs the forward pass without the mutex, then
+ * calls each finished job's done(). */
+#include "srv_batcher.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "srv_log.h"
+#include "srv_metrics.h"
+
+/* One forward pass at a time across all models: each worker's OpenMP team is sized for
+ * every CPU, so two teams at once would oversubscribe them. */
+static pthread_mutex_t g_cpu = PTHREAD_MUTEX_INITIALIZER;
+
+struct bat_queue {
+    char name[65];
+    bat_opts o;
+    met_model *mm;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;           /* worker: jobs arrived, warm-up asked, stop */
+    pthread_cond_t warmed;         /* bat_warm: the worker finished a warm-up */
+    bat_job *head, *tail;
+    long depth;                    /* images queued, not yet in a batch */
+    long running;                  /* images in the batch being computed */
+    int stop;
+    int closed;                    /* bat_fail_queued ran: refuse new jobs */
+    reg_version *warm_ver;         /* a warm-up request, or NULL */
+    int warm_done;
+    vt_status warm_st;
+    char warm_err[256];
+    /* worker-only scratch: a batch's input and output when jobs are concatenated */
+    float *xbuf, *ybuf;
+    size_t xcap, ycap;             /* floats */
+};
+
+int64_t bat_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct timespec abs_deadline(int64_t mono_ns)
+{
+    /* the condition variables are created with CLOCK_MONOTONIC */
+    struct timespec ts = {.tv_sec = mono_ns / 1000000000, .tv_nsec = mono_ns % 1000000000};
+    return ts;
+}
+
+/* A batch: segments of jobs (job, first image, count), in order. */
+typedef struct { bat_job *job; int first, count; } segment;
+
+static int grow(float **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) return 0;
+    float *nb = realloc(*buf, need * sizeof(float));
+    if (!nb) return -1;
+    *buf = nb;
+    *cap = need;
+    return 0;
+}
+
+static void warm_up(bat_queue *q, reg_version *v)
+{
+    const vit_config *c = reg_version_config(v);
+    size_t per = (size_t)c->channels * c->image_size * c->image_size;
+    int B = q->o.max_batch;
+    q->warm_st = VT_OK;
+    if (grow(&q->xbuf, &q->xcap, per * B) || grow(&q->ybuf, &q->ycap, (size_t)c->classes * B)) {
+        q->warm_st = vt_err(q->warm_err, sizeof q->warm_err, VT_ENOMEM, "out of memory for warm-up");
+        return;
+    }
+    uint32_t s = 12345;
+    for (size_t i = 0; i < per * B; i++) {
+        s = s * 1664525u + 1013904223u;
+        q->xbuf[i] = (float)(s >> 8) / (float)(1 << 24) * 2.0f - 1.0f;
+    }
+    pthread_mutex_lock(&g_cpu);
+    for (int b = 1; b <= B && !q->warm_st; b++)
+        q->warm_st = vit_forward(reg_version_runner(v), q->xbuf, b, q->ybuf, NULL, q->warm_err,
+                                 sizeof q->warm_err);
+    pthread_mutex_unlock(&g_cpu);
+}
+
+/* Unlinks job j (prev is its predecessor or NULL). Caller holds the lock. */
+static void unlink_job(bat_queue *q, bat_job *prev, bat_job *j)
+{
+    if (prev) prev->next = j->next;
+    else q->head = j->next;
+    if (q->tail == j) q->tail = prev;
+    j->next = NULL;
+}
+
+static void finish(bat_job *j, bat_outcome o)
+{
+    j->outcome = o;
+    j->t_finished = bat_now_ns();
+    j->done(j);
+}
+
+/* Images queued for version v. Caller holds the lock. */
+static long queued_for(bat_queue *q, reg_version *v)
+{
+    long n = 0;
+    for (bat_job *j = q->head; j; j = j->next)
+        if (j->ver == v) n += j->n - j->taken;
+    return n;
+}
+
+static void *worker(void *arg)
+{
+    bat_queue *q = arg;
+    /* The OpenMP team is created by this thread's first parallel region and inherits its
+     * nice value, so set it first. */
+    if (q->o.nice) {
+        pid_t tid = (pid_t)syscall(SYS_gettid);
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+        if (errno == 0) setpriority(PRIO_PROCESS, (id_t)tid, cur + q->o.nice);
+    }
+    vit_set_threads(q->o.threads);
+    segment *seg = calloc((size_t)q->o.max_batch, sizeof *seg);
+    bat_job **done_list = calloc((size_t)q->o.max_batch, sizeof *done_list);
+    if (!seg || !done_list) {
+        log_msg(LOG_ERROR, "model %s: worker out of memory", q->name);
+        free(seg);
+        free(done_list);
+        return NULL;
+    }
+
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        if (q->warm_ver) {
+            reg_version *v = q->warm_ver;
+            pthread_mutex_unlock(&q->lock);
+            warm_up(q, v);
+            pthread_mutex_lock(&q->lock);
+            q->warm_ver = NULL;
+            q->warm_done = 1;
+            pthread_cond_broadcast(&q->warmed);
+            continue;
+        }
+        if (!q->head) {
+            if (q->stop) break;
+            pthread_cond_wait(&q->wake, &q->lock);
+            continue;
+        }
+        int64_t now = bat_now_ns();
+
+        /* expired jobs that never started leave without running */
+        bat_job *expired = NULL, **etail = &expired;
+        for (bat_job *prev = NULL, *j = q->head, *next; j; j = next) {
+            next = j->next;
+            if (j->taken == 0 && j->deadline_ns && now > j->deadline_ns) {
+                unlink_job(q, prev, j);
+                q->depth -= j->n;
+                *etail = j;
+                etail = &j->next;
+            } else {
+                prev = j;
+            }
+        }
+        if (expired) {
+            atomic_store(&q->mm->queue_depth, q->depth);
+            pthread_mutex_unlock(&q->lock);
+            while (expired) {
+                bat_job *next = expired->next;
+                snprintf(expired->err, sizeof expired->err, "deadline exceeded after %.0f ms in the queue",
+                         (now - expired->t_enqueued) / 1e6);
+                finish(expired, BAT_EXPIRED);
+                expired = next;
+            }
+            pthread_mutex_lock(&q->lock);
+            continue;
+        }
+
+        /* wait (bounded) for a fuller batch, unless the queue is stopping */
+        reg_version *v = q->head->ver;
+        if (q->o.max_queue_delay_us > 0 && !q->stop && !q->warm_ver) {
+            int64_t until = q->head->t_enqueued + q->o.max_queue_delay_us * 1000;
+            if (now < until && queued_for(q, v) < q->o.max_batch) {
+                struct timespec ts = abs_deadline(until);
+                pthread_cond_timedwait(&q->wake, &q->lock, &ts);
+                continue;
+            }
+        }
+
+        /* fill the batch from jobs of the head's version, in order */
+        int nseg = 0, ndone = 0, room = q->o.max_batch;
+        for (bat_job *prev = NULL, *j = q->head, *next; j && room > 0; j = next) {
+            next = j->next;
+            if (j->ver != v) { prev = j; continue; }
+            int k = j->n - j->taken < room ? j->n - j->taken : room;
+            if (j->taken == 0) j->t_started = now;
+            seg[nseg++] = (segment){j, j->taken, k};
+            j->taken += k;
+            room -= k;
+            if (j->taken == j->n) {
+                unlink_job(q, prev, j);
+                done_list[ndone++] = j;
+            } else {
+                prev = j;
+            }
+        }
+        int B = q->o.max_batch - room;
+        q->depth -= B;
+        q->running = B;
+        atomic_store(&q->mm->queue_depth, q->depth);
+        pthread_mutex_unlock(&q->lock);
+
+        /* one segment: run in place; several: gather into the batch buffers */
+        const vit_config *c = reg_version_config(v);
+        size_t per = (size_t)c->channels * c->image_size * c->image_size, K = (size_t)c->classes;
+        const float *x;
+        float *y;
+        char err[200] = "";
+        vt_status st = VT_OK;
+        if (nseg == 1) {
+            x = seg[0].job->x + (size_t)seg[0].first * per;
+            y = seg[0].job->logits + (size_t)seg[0].first * K;
+        } else if (grow(&q->xbuf, &q->xcap, per * B) || grow(&q->ybuf, &q->ycap, K * B)) {
+            st = vt_err(err, sizeof err, VT_ENOMEM, "out of memory for a batch of %d", B);
+            x = y = NULL;
+        } else {
+            size_t off = 0;
+            for (int s = 0; s < nseg; s++) {
+                memcpy(q->xbuf + off * per, seg[s].job->x + (size_t)seg[s].first * per,
+                       (size_t)seg[s].count * per * sizeof(float));
+                off += (size_t)seg[s].count;
+            }
+            x = q->xbuf;
+            y = q->ybuf;
+        }
+        if (!st) {
+            for (int s = 0; s < nseg; s++) {
+                bat_job *j = seg[s].job;
+                if (seg[s].first == 0)
+                    met_observe(&q->mm->queue_wait, (j->t_started - j->t_enqueued) / 1e9);
+            }
+            int64_t t0 = bat_now_ns();
+            pthread_mutex_lock(&g_cpu);
+            st = vit_forward(reg_version_runner(v), x, B, y, NULL, err, sizeof err);
+            pthread_mutex_unlock(&g_cpu);
+            met_observe(&q->mm->inference, (bat_now_ns() - t0) / 1e9);
+            met_observe(&q->mm->batch, B);
+            atomic_fetch_add_explicit(&q->mm->images, (uint64_t)B, memory_order_relaxed);
+        }
+        size_t off = 0;
+        for (int s = 0; s < nseg; s++) {
+            bat_job *j = seg[s].job;
+            j->batch_size = B;
+            if (st) {
+                j->outcome = BAT_FAILED;
+                snprintf(j->err, sizeof j->err, "%s (%s)", err, vt_status_str(st));
+            } else if (nseg > 1) {
+                memcpy(j->logits + (size_t)seg[s].first * K, y + off * K, (size_t)seg[s].count * K * sizeof(float));
+            }
+            off += (size_t)seg[s].count;
+        }
+        if (st) log_msg(LOG_ERROR, "model %s: forward pass of %d images failed: %s", q->name, B, err);
+        for (int d = 0; d < ndone; d++) finish(done_list[d], done_list[d]->outcome);
+
+        pthread_mutex_lock(&q->lock);
+        q->running = 0;
+    }
+    pthread_mutex_unlock(&q->lock);
+    free(seg);
+    free(done_list);
+    return NULL;
+}
+
+vt_status bat_new(const char *name, const bat_opts *o, met_model *mm, bat_queue **out,
+                  char *err, size_t errlen)
+{
+    bat_queue *q = calloc(1, sizeof *q);
+    if (!q) return vt_err(err, errlen, VT_ENOMEM, "out of memory");
+    snprintf(q->name, sizeof q->name, "%s", name);
+    q->o = *o;
+    q->mm = mm;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->wake, &ca);
+    pthread_cond_init(&q->warmed, &ca);
+    pthread_condattr_destroy(&ca);
+    int e = pthread_create(&q->thread, NULL, worker, q);
+    if (e) {
+        bat_free(q);
+        return vt_err(err, errlen, VT_ENOMEM, "cannot start the worker thread: %s", strerror(e));
+    }
+    q->started = 1;
+    *out = q;
+    return VT_OK;
+}
+
+int bat_submit(bat_queue *q, bat_job *j)
+{
+    pthread_mutex_lock(&q->lock);
+    if (q->stop || q->closed) { pthread_mutex_unlock(&q->lock); return -2; }
+    if (q->depth + j->n > q->o.max_queue_images) { pthread_mutex_unlock(&q->lock); return -1; }
+    j->t_enqueued = bat_now_ns();
+    j->taken = 0;
+    j->outcome = BAT_OK;
+    j->err[0] = '\0';
+    j->next = NULL;
+    if (q->tail) q->tail->next = j;
+    else q->head = j;
+    q->tail = j;
+    q->depth += j->n;
+    atomic_store(&q->mm->queue_depth, q->depth);
+    pthread_cond_signal(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+    return 0;
+}
+
+vt_status bat_warm(bat_queue *q, reg_version *v, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&q->lock);
+    while (q->warm_ver) pthread_cond_wait(&q->warmed, &q->lock); /* one warm-up at a time */
+    q->warm_ver = v;
+    q->warm_done = 0;
+    pthread_cond_signal(&q->wake);
+    while (!q->warm_done) pthread_cond_wait(&q->warmed, &q->lock);
+    vt_status st = q->warm_st;
+    if (st) snprintf(err, errlen, "%s", q->warm_err);
+    pthread_mutex_unlock(&q->lock);
+    return st;
+}
+
+void bat_fail_queued(bat_queue *q)
+{
+    bat_job *list = NULL, **tail = &list;
+    pthread_mutex_lock(&q->lock);
+    q->closed = 1;
+    for (bat_job *prev = NULL, *j = q->head, *next; j; j = next) {
+        next = j->next;
+        if (j->taken == 0) {
+            unlink_job(q, prev, j);
+            q->depth -= j->n;
+            *tail = j;
+            tail = &j->next;
+        } else {
+            prev = j;
+        }
+    }
+    atomic_store(&q->mm->queue_depth, q->depth);
+    pthread_mutex_unlock(&q->lock);
+    while (list) {
+        bat_job *next = list->next;
+        snprintf(list->err, sizeof list->err, "the server is shutting down");
+        finish(list, BAT_DRAINED);
+        list = next;
+    }
+}
+
+long bat_pending(bat_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    long n = q->depth + q->running;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+void bat_free(bat_queue *q)
+{
+    if (!q) return;
+    if (q->started) {
+        bat_fail_queued(q);
+        pthread_mutex_lock(&q->lock);
+        q->stop = 1;
+        pthread_cond_broadcast(&q->wake);
+        pthread_mutex_unlock(&q->lock);
+        pthread_join(q->thread, NULL);
+    }
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->wake);
+    pthread_cond_destroy(&q->warmed);
+    free(q->xbuf);
+    free(q->ybuf);
+    free(q);
+}

@@ -1,0 +1,399 @@
+/* srv_http.c - libmicrohttpd glue: daemon options, the access handler's state machine,
+ * routing, replies and draining (see srv_http.h). Knows nothing about models. */
+#include "srv_http.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "srv_log.h"
+#include "srv_metrics.h"
+
+enum { REQ_BODY = 1, REQ_DISPATCHED }; /* phases of the access handler (ahc) */
+
+static struct MHD_Daemon *g_daemon;
+static http_opts g_o;
+static const http_route *g_routes;
+static int g_nroutes;
+static int g_port;
+static _Atomic int g_draining;
+static _Atomic long g_inflight;
+static _Atomic uint64_t g_id_counter;
+static uint64_t g_id_seed;
+static MHD_socket g_quiesced_fd = MHD_INVALID_SOCKET;
+
+/* State kept beside the public http_req: the access handler's phase. */
+typedef struct {
+    http_req r;
+    int phase;
+} req_box;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- routing -------------------------------------------------------------------------- */
+
+/* Matches path against pattern segment by segment; fills params. 1 on a match. */
+static int match(const char *pattern, const char *path, char param[2][96])
+{
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p != '/' || *s != '/') return 0;
+        p++;
+        s++;
+        const char *pe = strchr(p, '/'), *se = strchr(s, '/');
+        size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
+        if (pl == 3 && p[0] == '{' && p[2] == '}') {
+            int k = p[1] == 'v';
+            if (sl == 0 || sl >= sizeof param[0]) return 0;
+            memcpy(param[k], s, sl);
+            param[k][sl] = '\0';
+        } else if (pl != sl || memcmp(p, s, pl)) {
+            return 0;
+        }
+        p += pl;
+        s += sl;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+/* Finds the route; on a path match with another method sets *allow (for a 405). */
+static int route_find(const char *method, const char *path, char param[2][96], const char **allow)
+{
+    static const char *const allow_get = "GET, HEAD", *const allow_post = "POST";
+    const char *m = strcmp(method, "HEAD") ? method : "GET";
+    *allow = NULL;
+    for (int i = 0; i < g_nroutes; i++) {
+        char tmp[2][96] = {"", ""};
+        if (!match(g_routes[i].pattern, path, tmp)) continue;
+        if (!strcmp(g_routes[i].method, m)) {
+            memcpy(param, tmp, sizeof tmp);
+            return i;
+        }
+        if (!*allow) *allow = strcmp(g_routes[i].method, "GET") ? allow_post : allow_get;
+    }
+    return -1;
+}
+
+/* ---- replies -------------------------------------------------------------------------- */
+
+void http_reply(http_req *r, int status, const char *content_type, char *body, size_t len)
+{
+    if (r->status) { /* a second reply is a bug in a handler */
+        log_msg(LOG_ERROR, "request %s: second reply (%d after %d) dropped", r->id, status, r->status);
+        free(body);
+        return;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) { free(body); return; }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", g_o.retry_after_s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    if (status == 405 && r->allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (atomic_load(&g_draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (MHD_queue_response(r->conn, (unsigned)status, resp) == MHD_YES) {
+        r->status = status;
+        r->bytes_out = len;
+    } else {
+        log_msg(LOG_ERROR, "request %s: libmicrohttpd refused the %d reply", r->id, status);
+    }
+    MHD_destroy_response(resp);
+}
+
+void http_reply_json(http_req *r, int status, json_t *j)
+{
+    /* 9 significant digits: every float32 value prints exactly (round-trips) */
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(j);
+    if (!s) {
+        http_error(r, 500, "out of memory");
+        return;
+    }
+    size_t n = strlen(s);
+    /* json_dumps uses jansson's allocator, which is malloc unless changed; reply owns it */
+    http_reply(r, status, "application/json", s, n);
+}
+
+void http_error(http_req *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->errmsg, sizeof r->errmsg, fmt, ap);
+    va_end(ap);
+    json_t *j = json_pack("{s:s}", "error", r->errmsg);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) s = strdup("{\"error\":\"out of memory\"}");
+    if (!s) return;
+    http_reply(r, status, "application/json", s, strlen(s));
+}
+
+const char *http_header(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void http_suspend(http_req *r, void (*on_resume)(http_req *r))
+{
+    r->on_resume = on_resume;
+    r->suspended = 1;
+    MHD_suspend_connection(r->conn);
+}
+
+void http_resume(http_req *r)
+{
+    MHD_resume_connection(r->conn);
+}
+
+/* ---- the access handler --------------------------------------------------------------- */
+
+static void request_id(http_req *r)
+{
+    const char *h = http_header(r, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    int ok = n >= 1 && n < sizeof r->id;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)h[i]) || strchr("-_.:", h[i]);
+    if (ok) {
+        memcpy(r->id, h, n + 1);
+        return;
+    }
+    /* splitmix64 of a per-process seed and a counter: unique in the process, unguessable */
+    uint64_t z = g_id_seed + 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&g_id_counter, 1) + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)z);
+}
+
+static void remote_addr(http_req *r)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, r->remote, sizeof r->remote);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->remote, sizeof r->remote);
+}
+
+/* First call: the headers are in. Returns 1 when a reply was queued already. */
+static int on_headers(http_req *r, const char *url, const char *method)
+{
+    r->t_start = now_ns();
+    r->version = r->images = -1;
+    r->decode_ms = r->queue_ms = r->infer_ms = -1;
+    r->endpoint = -1;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->path, sizeof r->path, "%s", url);
+    request_id(r);
+    remote_addr(r);
+    atomic_fetch_add(&g_inflight, 1);
+    met_inflight(1);
+
+    int i = strlen(url) >= sizeof r->path ? -1 : route_find(method, url, r->param, &r->allow);
+    if (i < 0) {
+        if (r->allow) http_error(r, 405, "method %s is not allowed on %s (allowed: %s)", r->method, r->path, r->allow);
+        else http_error(r, 404, "no such path: %s", r->path);
+        return 1;
+    }
+    r->route = &g_routes[i];
+    r->endpoint = met_endpoint(r->route->name);
+    const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (end == cl || *end) { http_error(r, 400, "malformed Content-Length"); return 1; }
+        if (n > g_o.max_body) {
+            http_error(r, 413, "request body of %llu bytes is over the limit of %zu bytes", n, g_o.max_body);
+            return 1;
+        }
+        if (n > 0 && !(r->body = malloc((size_t)n + 1))) { http_error(r, 503, "out of memory"); return 1; }
+        r->body_cap = (size_t)n + 1;
+    }
+    return 0;
+}
+
+/* A body chunk. 0 to go on, -1 to drop the connection (over the limit without
+ * Content-Length, or out of memory). */
+static int on_body(http_req *r, const char *data, size_t n)
+{
+    if (r->body_len + n > g_o.max_body) {
+        log_msg(LOG_WARN, "request %s: body over %zu bytes (no Content-Length); connection closed", r->id, g_o.max_body);
+        return -1;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 65536;
+        while (cap < r->body_len + n + 1) cap *= 2;
+        if (cap > g_o.max_body + 1) cap = g_o.max_body + 1;
+        unsigned char *nb = realloc(r->body, cap);
+        if (!nb) return -1;
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    return 0;
+}
+
+static enum MHD_Result ahc(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                           const char *version, const char *upload_data, size_t *upload_data_size,
+                           void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    req_box *b = *con_cls;
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return MHD_NO;
+        *con_cls = b;
+        b->r.conn = c;
+        b->phase = REQ_BODY;
+        on_headers(&b->r, url, method);
+        return MHD_YES;
+    }
+    http_req *r = &b->r;
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->status) return MHD_YES; /* already answered (not reached: MHD skips the body) */
+        return on_body(r, upload_data, n) ? MHD_NO : MHD_YES;
+    }
+    if (r->status) return MHD_YES;
+    if (b->phase == REQ_BODY) {
+        b->phase = REQ_DISPATCHED;
+        if (r->body) r->body[r->body_len] = '\0';
+        r->route->fn(r);
+    } else if (r->suspended) {
+        r->suspended = 0;
+        r->on_resume(r);
+    }
+    if (!r->status && !r->suspended) http_error(r, 500, "internal error: the handler gave no reply");
+    return MHD_YES;
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    req_box *b = *con_cls;
+    if (!b) return;
+    *con_cls = NULL;
+    http_req *r = &b->r;
+    double secs = (now_ns() - r->t_start) / 1e9;
+    int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->status : 0;
+    met_request(r->endpoint, status ? status : r->status, secs);
+    log_access_rec a = {
+        .id = r->id, .remote = r->remote[0] ? r->remote : NULL, .method = r->method, .path = r->path,
+        .status = status, .bytes_in = r->body_len, .bytes_out = r->bytes_out, .ms = secs * 1e3,
+        .model = r->model, .version = r->version, .images = r->images, .queue_ms = r->queue_ms,
+        .decode_ms = r->decode_ms, .infer_ms = r->infer_ms, .error = r->errmsg[0] ? r->errmsg : NULL,
+    };
+    log_access(&a);
+    if (r->ctx_free) r->ctx_free(r->ctx);
+    free(r->body);
+    free(b);
+    atomic_fetch_sub(&g_inflight, 1);
+    met_inflight(-1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    log_msg(LOG_WARN, "libmicrohttpd: %s", msg);
+}
+
+/* ---- daemon --------------------------------------------------------------------------- */
+
+int http_start(const http_opts *o, const http_route *routes, int nroutes, char *err, size_t errlen)
+{
+    g_o = *o;
+    g_routes = routes;
+    g_nroutes = nroutes;
+    if (getrandom(&g_id_seed, sizeof g_id_seed, 0) != sizeof g_id_seed) g_id_seed = (uint64_t)now_ns();
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    int e = getaddrinfo(o->host, NULL, &hints, &ai);
+    if (e || !ai) {
+        snprintf(err, errlen, "host: cannot resolve '%s': %s", o->host, gai_strerror(e));
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)o->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        ((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)o->port);
+    }
+    freeaddrinfo(ai);
+
+    g_daemon = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, ahc, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, so every message goes through it */
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+        MHD_OPTION_END);
+    if (!g_daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)", o->host, o->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
+    g_port = di ? di->port : o->port;
+    return 0;
+}
+
+int http_port(void) { return g_port; }
+int http_draining(void) { return atomic_load(&g_draining); }
+long http_inflight(void) { return atomic_load(&g_inflight); }
+
+void http_begin_drain(void)
+{
+    atomic_store(&g_draining, 1);
+    if (g_daemon && g_quiesced_fd == MHD_INVALID_SOCKET) {
+        g_quiesced_fd = MHD_quiesce_daemon(g_daemon);
+        /* nobody accepts on it any more: close it so new clients are refused at once */
+        if (g_quiesced_fd != MHD_INVALID_SOCKET) {
+            close(g_quiesced_fd);
+            g_quiesced_fd = MHD_INVALID_SOCKET;
+        }
+    }
+}
+
+void http_stop(void)
+{
+    if (g_daemon) MHD_stop_daemon(g_daemon);
+    g_daemon = NULL;
+}

@@ -1,0 +1,237 @@
+/* srv_registry.c - model names, versions and their reference counts (see srv_registry.h). */
+#include "srv_registry.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srv_metrics.h"
+
+#define REG_MAX_MODELS 64
+
+struct reg_version {
+    _Atomic int refs;
+    int id;                     /* 0 until published */
+    char path[1024];
+    vit_model *model;           /* owned */
+    vit_runner *runner;         /* owned; used by the model's worker only */
+    img_preproc pp;
+    img_decode_opts dopt;
+    struct reg_slot *slot;      /* set by reg_publish */
+    reg_version *next;          /* the slot's list, newest first (registry's reference) */
+};
+
+typedef struct reg_slot {
+    char name[65];
+    bat_queue *queue;
+    met_model *mm;
+    reg_version *active;        /* also in `versions` */
+    reg_version *versions;
+    int last_id;
+    int ready;
+} reg_slot;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static reg_slot g_slots[REG_MAX_MODELS];
+static int g_nslots;
+static int g_keep = 1;
+
+static void version_free(reg_version *v)
+{
+    vit_runner_free(v->runner); /* every runner before its model (vit.h) */
+    vit_free(v->model);
+    free(v);
+}
+
+vt_status reg_version_load(const char *path, const reg_load_opts *o, reg_version **out,
+                           char *err, size_t errlen)
+{
+    vt_status st;
+    reg_version *v = calloc(1, sizeof *v);
+    if (!v) return vt_err(err, errlen, VT_ENOMEM, "out of memory");
+    snprintf(v->path, sizeof v->path, "%s", path);
+    vit_load_opts lo = {0};
+    if ((st = vit_load(path, &lo, &v->model, err, errlen))) goto fail;
+    if ((st = vit_runner_new(v->model, o->max_batch, &v->runner, err, errlen))) goto fail;
+    const vit_config *c = vit_config_of(v->model);
+    /* crop_pct is stored as a float; go back through its short decimal (0.9f -> 0.9) so
+     * floor(S / crop_pct) is timm's double computation, as `vitd preprocess` does */
+    char pb[32];
+    snprintf(pb, sizeof pb, "%g", (double)c->crop_pct);
+    double crop_pct = strtod(pb, NULL);
+    v->pp.resize = (int)floor(c->image_size / crop_pct);
+    v->pp.crop = c->image_size;
+    v->pp.interp = c->interp;
+    memcpy(v->pp.mean, c->mean, sizeof v->pp.mean);
+    memcpy(v->pp.std, c->std, sizeof v->pp.std);
+    v->dopt.channels = c->channels == 1 ? 1 : 3;
+    v->dopt.max_pixels = o->max_pixels;
+    v->dopt.exif_orient = o->exif;
+    atomic_init(&v->refs, 1);
+    *out = v;
+    return VT_OK;
+fail:
+    version_free(v);
+    return st;
+}
+
+const char *reg_version_name(const reg_version *v) { return v->slot ? v->slot->name : ""; }
+int reg_version_id(const reg_version *v) { return v->id; }
+const char *reg_version_path(const reg_version *v) { return v->path; }
+const vit_model *reg_version_model(const reg_version *v) { return v->model; }
+const vit_config *reg_version_config(const reg_version *v) { return vit_config_of(v->model); }
+const img_preproc *reg_version_preproc(const reg_version *v) { return &v->pp; }
+const img_decode_opts *reg_version_decode(const reg_version *v) { return &v->dopt; }
+vit_runner *reg_version_runner(reg_version *v) { return v->runner; }
+bat_queue *reg_version_queue(const reg_version *v) { return v->slot ? v->slot->queue : NULL; }
+met_model *reg_version_metrics(const reg_version *v) { return v->slot ? v->slot->mm : NULL; }
+
+void reg_init(int keep)
+{
+    g_keep = keep >= 1 ? keep : 1;
+}
+
+void reg_shutdown(void)
+{
+    pthread_mutex_lock(&g_lock);
+    for (int i = 0; i < g_nslots; i++) {
+        reg_version *v = g_slots[i].versions;
+        g_slots[i].versions = g_slots[i].active = NULL;
+        while (v) {
+            reg_version *next = v->next;
+            reg_release(v);
+            v = next;
+        }
+    }
+    g_nslots = 0;
+    pthread_mutex_unlock(&g_lock);
+}
+
+static reg_slot *find(const char *name)
+{
+    for (int i = 0; i < g_nslots; i++)
+        if (!strcmp(g_slots[i].name, name)) return &g_slots[i];
+    return NULL;
+}
+
+int reg_add(const char *name, bat_queue *q, met_model *mm)
+{
+    pthread_mutex_lock(&g_lock);
+    int rc = -1;
+    if (g_nslots < REG_MAX_MODELS && !find(name) && strlen(name) < sizeof g_slots[0].name) {
+        reg_slot *s = &g_slots[g_nslots++];
+        memset(s, 0, sizeof *s);
+        strcpy(s->name, name);
+        s->queue = q;
+        s->mm = mm;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+int reg_publish(const char *name, reg_version *v)
+{
+    reg_version *dropped = NULL;
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    if (!s) { pthread_mutex_unlock(&g_lock); return -1; }
+    int swap = s->active != NULL;
+    v->slot = s;
+    v->id = ++s->last_id;
+    v->next = s->versions;
+    s->versions = v;
+    s->active = v;
+    /* keep the newest `keep` versions (the active one is the newest here) */
+    reg_version **p = &s->versions;
+    for (int k = 0; *p; k++) {
+        if (k >= g_keep) { dropped = *p; *p = NULL; break; }
+        p = &(*p)->next;
+    }
+    if (s->mm) {
+        atomic_store(&s->mm->active_version, v->id);
+        if (swap) atomic_fetch_add(&s->mm->swaps, 1);
+    }
+    int id = v->id;
+    pthread_mutex_unlock(&g_lock);
+    while (dropped) { /* outside the lock: the last release frees weights */
+        reg_version *next = dropped->next;
+        reg_release(dropped);
+        dropped = next;
+    }
+    return id;
+}
+
+reg_version *reg_acquire(const char *name, int version)
+{
+    reg_version *v = NULL;
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    if (s) {
+        if (version == 0) v = s->active;
+        else
+            for (v = s->versions; v && v->id != version; v = v->next) {}
+        if (v) atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return v;
+}
+
+void reg_release(reg_version *v)
+{
+    if (!v) return;
+    if (atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1) version_free(v);
+}
+
+void reg_set_ready(const char *name, int ready)
+{
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    if (s) {
+        s->ready = ready;
+        if (s->mm) atomic_store(&s->mm->ready, ready);
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+int reg_ready(const char *name)
+{
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    int r = s ? (s->ready && s->active) : -1;
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
+
+int reg_all_ready(void)
+{
+    pthread_mutex_lock(&g_lock);
+    int r = g_nslots > 0;
+    for (int i = 0; i < g_nslots; i++)
+        if (!g_slots[i].ready || !g_slots[i].active) r = 0;
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
+
+int reg_names(char (*names)[65], int max)
+{
+    pthread_mutex_lock(&g_lock);
+    int n = 0;
+    for (; n < g_nslots && n < max; n++) strcpy(names[n], g_slots[n].name);
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+
+int reg_versions(const char *name, int *ids, int max)
+{
+    pthread_mutex_lock(&g_lock);
+    int n = 0;
+    reg_slot *s = find(name);
+    for (reg_version *v = s ? s->versions : NULL; v && n < max; v = v->next) ids[n++] = v->id;
+    pthread_mutex_unlock(&g_lock);
+    for (int i = 0; i < n / 2; i++) { int t = ids[i]; ids[i] = ids[n - 1 - i]; ids[n - 1 - i] = t; }
+    return n;
+}
