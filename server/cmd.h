@@ -14,6 +14,7 @@ int cmd_preprocess(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Shared helpers for commands (cli.c). */
 /* Reads a whole file into a malloc'd buffer; NULL with errno set on failure. */
