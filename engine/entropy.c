@@ -84,6 +84,15 @@ static void profile_tap(void *ctx, vit_tap kind, int block, const float *x, int 
     ent_stats_add(s, x, B, (size_t)rows * D);
 }
 
+/* H for the analysis: -infinity when no channel varies at all (the class token before the
+ * first attention block is the same for every image), so a chart does not plot the floor. */
+static double profile_h(const ent_stats *s)
+{
+    for (int c = 0; c < s->dim; c++)
+        if (ent_stats_var(s, c) > ENT_VAR_FLOOR) return ent_stats_h(s);
+    return -INFINITY;
+}
+
 static double now_seconds(void)
 {
     struct timespec t;
@@ -131,11 +140,11 @@ vt_status ent_profile_run(const vit_model *m, const ent_images *src, int batch, 
     out->depth = L;
     out->images = src->count;
     for (int b = 0; b < L; b++) {
-        out->h_attn[b] = acc->attn[b].n ? ent_stats_h(&acc->attn[b]) : NAN;
-        out->h_mlp[b] = ent_stats_h(&acc->mlp[b]);
+        out->h_attn[b] = acc->attn[b].n ? profile_h(&acc->attn[b]) : NAN;
+        out->h_mlp[b] = profile_h(&acc->mlp[b]);
     }
-    out->h_feature = ent_stats_h(&acc->feature);
-    out->h_logits = ent_stats_h(&logits);
+    out->h_feature = profile_h(&acc->feature);
+    out->h_logits = profile_h(&logits);
     out->seconds = now_seconds() - t0;
     st = VT_OK;
     goto done;

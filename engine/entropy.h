@@ -78,7 +78,9 @@ typedef struct {
 } ent_control;
 
 /* The per-layer analysis: entropy of each block's attention and MLP outputs (class token),
- * of the final class feature and of the logits. h_attn is NAN for blocks already removed. */
+ * of the final class feature and of the logits. h_attn is NAN for blocks already removed; a
+ * value is -INFINITY when no channel varies at all across the images (the class token is the
+ * same for every image until the first attention block mixes the patches in). */
 typedef struct {
     int depth;                    /* L */
     int images;                   /* proxy images measured */

@@ -14,6 +14,8 @@ int cmd_preprocess(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_entropy(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 /* Shared helpers for commands (cli.c). */
