@@ -10,7 +10,7 @@ SAN     ?=
 CFLAGS  := $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
            -fopenmp -MMD -MP -Iengine -Iserver $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN)
-LDLIBS   = -ldnnl -lturbojpeg -lpng -ljansson -lmicrohttpd -lm -lpthread
+LDLIBS   = -ldnnl -lturbojpeg -lpng -ljansson -lmicrohttpd -lz -lm -lpthread
 
 ENGINE_SRC := $(wildcard engine/*.c)
 SERVER_SRC := $(wildcard server/*.c)

@@ -14,9 +14,12 @@ int cmd_preprocess(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_entropy(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
-int cmd_serve(int argc, char **argv);
 
 /* Shared helpers for commands (cli.c). */
 /* Reads a whole file into a malloc'd buffer; NULL with errno set on failure. */

@@ -16,9 +16,12 @@ static const command commands[] = {
     {"logits", cmd_logits, "run the forward pass on a float32 NCHW .npy, write [N, classes] .npy"},
     {"classify", cmd_classify, "classify image files: labels and probabilities"},
     {"bench", cmd_bench, "measure images/s and latency of the forward pass"},
+    {"serve", cmd_serve, "serve models over HTTP (Open Inference Protocol, /v1 classify, /metrics)"},
+    {"train", cmd_train, "train a ViT from scratch (IDX, ImageFolder or tar data)"},
+    {"finetune", cmd_finetune, "remove attention blocks by dilution learning (METHOD.md section 4)"},
+    {"eval", cmd_eval, "top-1/top-5 accuracy of a model on a data set"},
     {"entropy", cmd_entropy, "per-block entropy of attention and MLP outputs on a proxy set (table, SVG chart)"},
     {"prune", cmd_prune, "choose attention layers to remove (nose, first, random) and write the pruned model"},
-    {"serve", cmd_serve, "serve models over HTTP (Open Inference Protocol, /v1 classify, /metrics)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
