@@ -56,8 +56,9 @@ static reg_version *model_of(http_req *r, int for_inference)
     }
     r->model = r->param[0];
     r->version = reg_version_id(v);
-    if (for_inference && (http_draining() || reg_ready(name) != 1)) {
-        http_error(r, 503, http_draining() ? "the server is shutting down" : "model '%s' is not ready yet", name);
+    /* requests in flight when the drain began are still served */
+    if (for_inference && (http_after_drain(r) || reg_ready(name) != 1)) {
+        http_error(r, 503, http_after_drain(r) ? "the server is shutting down" : "model '%s' is not ready yet", name);
         reg_release(v);
         return NULL;
     }
@@ -391,7 +392,7 @@ static void api_infer(http_req *r)
     reg_version *v = model_of(r, 1);
     if (!v) return;
     const char *ct = http_header(r, "Content-Type");
-    if (ct && !media_is(ct, "application/json")) {
+    if (ct && *ct && !media_is(ct, "application/json")) {
         reg_release(v);
         http_error(r, 415, "Content-Type %.64s is not supported here: send application/json%s", ct,
                    media_is(ct, "application/octet-stream") ? " (the binary tensor extension is not implemented)" : "");
@@ -570,6 +571,7 @@ static void api_classify(http_req *r)
     }
     if (top > c->classes) top = c->classes;
     const char *ct = http_header(r, "Content-Type");
+    if (ct && !*ct) ct = NULL; /* an empty header is no header: the image is sniffed */
     int multipart = media_is(ct, "multipart/form-data");
     if (ct && !multipart && !media_is(ct, "image/jpeg") && !media_is(ct, "image/png") &&
         !media_is(ct, "application/octet-stream")) {

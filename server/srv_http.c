@@ -26,6 +26,7 @@ static const http_route *g_routes;
 static int g_nroutes;
 static int g_port;
 static _Atomic int g_draining;
+static _Atomic int64_t g_drain_ns;        /* when the drain began */
 static _Atomic long g_inflight;
 static _Atomic uint64_t g_id_counter;
 static uint64_t g_id_seed;
@@ -377,10 +378,12 @@ int http_start(const http_opts *o, const http_route *routes, int nroutes, char *
 
 int http_port(void) { return g_port; }
 int http_draining(void) { return atomic_load(&g_draining); }
+int http_after_drain(const http_req *r) { return atomic_load(&g_draining) && r->t_start >= atomic_load(&g_drain_ns); }
 long http_inflight(void) { return atomic_load(&g_inflight); }
 
 void http_begin_drain(void)
 {
+    atomic_store(&g_drain_ns, now_ns());
     atomic_store(&g_draining, 1);
     if (g_daemon && g_quiesced_fd == MHD_INVALID_SOCKET) {
         g_quiesced_fd = MHD_quiesce_daemon(g_daemon);

@@ -86,6 +86,7 @@ int http_start(const http_opts *o, const http_route *routes, int nroutes, char *
 int http_port(void);            /* the bound port */
 void http_begin_drain(void);    /* stop accepting connections; keep answering open ones */
 int http_draining(void);
+int http_after_drain(const http_req *r); /* r arrived after the drain began (not in flight) */
 long http_inflight(void);       /* requests received and not completed */
 void http_stop(void);           /* closes every connection; none may be suspended */
 
