@@ -24,7 +24,7 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 DEPS_STAMP := $(BUILD)/.deps-build
 
-.PHONY: all deps test asan bench run clean fixtures
+.PHONY: all deps test asan bench bench-server run clean fixtures
 .SECONDARY:
 all: $(BUILD)/vitd
 
@@ -60,6 +60,16 @@ asan:
 bench: $(BUILD)/vitd
 	@scripts/deps.sh bench
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) tests/bench/run.sh
+
+# The HTTP server under load (wrk): images/s, p50/p99 at concurrency 1, 4, 16, beside the
+# engine alone at the same batch (tests/bench_server.py, docs/serving.md).
+bench-server: $(BUILD)/vitd
+	@scripts/deps.sh bench
+	@BUILD=$(BUILD) $(PYTHON) tests/bench_server.py
+
+# Serve the default model (models/fashion-vit) on 127.0.0.1:8080 (docs/serving.md).
+run: $(BUILD)/vitd
+	$(BUILD)/vitd serve --host 127.0.0.1 --port 8080
 
 clean:
 	rm -rf build build-asan

@@ -103,7 +103,7 @@ int cmd_serve(int argc, char **argv)
         const conf_model *cm = &g_conf.models[i];
         struct stat sb;
         if (stat(cm->path, &sb) != 0) {
-            if (g_conf.default_model)
+            if (g_conf.default_model || !strcmp(cm->path, CONF_DEFAULT_MODEL_PATH))
                 log_msg(LOG_ERROR, "the default model %s does not exist (the training issue produces it); "
                                    "name a model with --model NAME=PATH or VITD_MODELS", cm->path);
             else

@@ -1,0 +1,203 @@
+#!/usr/bin/python3
+"""bench_server.py - load benchmark of `vitd serve` (make bench-server).
+
+For each model: images/s and p50/p99 latency of POST /v1/models/M/classify (one encoded image
+per request, closed loop, wrk) at concurrency 1, 4 and 16, beside the engine alone
+(`vitd bench --batch B --json`, no HTTP, no decoding) at the batch the server can form at that
+concurrency, B = min(concurrency, max_batch_size). Rounds alternate server and engine runs, and
+the table shows medians over rounds (the machines are shared: single runs are noise).
+
+Models (random weights, tests/torch_vit.py; generated once into build/bench-server/):
+  fashion  Fashion-MNIST-shaped: 28x28 gray, patch 4, width 192, 12 blocks, 10 classes (the
+           shape the default model is trained at; models/fashion-vit/model.safetensors is used
+           instead when it exists);
+  deit_s   DeiT-S: 224x224 RGB, patch 16, width 384, 6 heads, 12 blocks, 1000 classes.
+Request bodies: a 28x28 PNG for fashion; for deit_s a 256x256 JPEG (an image a client has
+already scaled), plus a row with the 493x356 butterfly photo at concurrency 16, where decoding
+and resizing cost more.
+
+Options: --rounds R (3), --seconds T per server run (8), --models fashion,deit_s, --out FILE.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("BUILD", "build")
+VITD = os.path.join(ROOT, BUILD, "vitd")
+OUT = os.path.join(ROOT, BUILD, "bench-server")
+MAX_BATCH = 8
+
+WRK_LUA = """
+wrk.method = "POST"
+local f = assert(io.open(os.getenv("VITD_BENCH_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("VITD_BENCH_CTYPE")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def make_inputs():
+    from PIL import Image
+    photo = os.path.join(HERE, "data", "photos", "butterfly.jpg")
+    im = Image.open(photo).convert("RGB")
+    p28 = os.path.join(OUT, "fashion28.png")
+    im.convert("L").resize((28, 28), Image.BICUBIC).save(p28)
+    j256 = os.path.join(OUT, "photo256.jpg")
+    im.resize((256, 256), Image.BICUBIC).save(j256, quality=90)
+    return {"fashion": [(p28, "image/png", "28x28 PNG")],
+            "deit_s": [(j256, "image/jpeg", "256x256 JPEG"), (photo, "image/jpeg", "493x356 JPEG")]}
+
+
+def make_models(names):
+    sys.path.insert(0, HERE)
+    import torch_vit as tv
+    shapes = {"fashion": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, num_heads=3, depth=12, num_classes=10),
+              "deit_s": dict(img_size=224, patch_size=16, embed_dim=384, num_heads=6, depth=12, num_classes=1000)}
+    paths = {}
+    for n in names:
+        if n == "fashion" and os.path.exists(os.path.join(ROOT, "models", "fashion-vit", "model.safetensors")):
+            paths[n] = os.path.join(ROOT, "models", "fashion-vit", "model.safetensors")
+            continue
+        p = os.path.join(OUT, n + ".safetensors")
+        if not os.path.exists(p):
+            tv.save_model(p, tv.build(tv.cfg(**shapes[n]), seed=11))
+        paths[n] = p
+    return paths
+
+
+def engine(model, batch, seconds):
+    r = subprocess.run([VITD, "bench", "--model", model, "--batch", str(batch), "--seconds", str(seconds),
+                        "--reps", "3", "--json"], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)["images_per_s"]
+
+
+class Server:
+    def __init__(self, name, model, log):
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen([VITD, "serve", "--model", f"{name}={model}", "--host", "127.0.0.1", "--port", "0",
+                                      "--max-batch-size", str(MAX_BATCH), "--access-log", "false", "--max-queue-images", "256"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = None
+        for _ in range(1200):
+            text = open(log).read()
+            m = re.search(r"listening on [0-9.]+:(\d+)", text)
+            if m:
+                self.port = int(m.group(1))
+            if self.port and " info ready" in text:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise SystemExit(f"server did not start:\n{open(log).read()}")
+
+    def batch_stats(self, name):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics").read().decode()
+        s = float(re.search(r'vitd_batch_size_sum\{model="%s"\} (\S+)' % name, text).group(1))
+        c = float(re.search(r'vitd_batch_size_count\{model="%s"\} (\S+)' % name, text).group(1))
+        return s, c
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wrk(port, name, body, ctype, conns, seconds, lua):
+    env = dict(os.environ, VITD_BENCH_BODY=body, VITD_BENCH_CTYPE=ctype)
+    r = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "-s", lua,
+                        f"http://127.0.0.1:{port}/v1/models/{name}/classify"], capture_output=True, text=True, env=env)
+    line = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    if not line:
+        raise SystemExit(f"wrk failed: {r.stdout}\n{r.stderr}")
+    j = json.loads(line[-1])
+    j["ips"] = j["requests"] / (j["duration_us"] / 1e6)
+    return j
+
+
+def load_avg():
+    return float(open("/proc/loadavg").read().split()[0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--models", default="fashion,deit_s")
+    ap.add_argument("--out", default=os.path.join(OUT, "results.md"))
+    a = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    lua = os.path.join(OUT, "post.lua")
+    open(lua, "w").write(WRK_LUA)
+    names = a.models.split(",")
+    models = make_models(names)
+    inputs = make_inputs()
+    rows = []
+    loads = []
+    for name in names:
+        cases = [(c, inputs[name][0]) for c in (1, 4, 16)] + [(16, x) for x in inputs[name][1:]]
+        res = {i: {"srv": [], "p50": [], "p99": [], "eng": [], "batch": [], "err": 0} for i in range(len(cases))}
+        srv = Server(name, models[name], os.path.join(OUT, f"{name}.log"))
+        try:
+            # warm the connection path and the allocator once
+            wrk(srv.port, name, cases[0][1][0], cases[0][1][1], 4, 1, lua)
+            for rnd in range(a.rounds):
+                for i, (conns, (body, ctype, what)) in enumerate(cases):
+                    loads.append(load_avg())
+                    b0 = srv.batch_stats(name)
+                    w = wrk(srv.port, name, body, ctype, conns, a.seconds, lua)
+                    b1 = srv.batch_stats(name)
+                    B = min(conns, MAX_BATCH)
+                    e = engine(models[name], B, max(3.0, a.seconds / 2))
+                    r = res[i]
+                    r["srv"].append(w["ips"])
+                    r["p50"].append(w["p50_us"] / 1e3)
+                    r["p99"].append(w["p99_us"] / 1e3)
+                    r["eng"].append(e)
+                    r["batch"].append((b1[0] - b0[0]) / max(1.0, b1[1] - b0[1]))
+                    r["err"] += w["errors"] + w["non2xx"]
+                    print(f"  round {rnd + 1} {name} c={conns} {what}: server {w['ips']:.1f} img/s "
+                          f"(p50 {w['p50_us'] / 1e3:.1f} ms, p99 {w['p99_us'] / 1e3:.1f} ms, mean batch {r['batch'][-1]:.2f}), "
+                          f"engine batch {B} {e:.1f} img/s, ratio {w['ips'] / e:.2f}", flush=True)
+        finally:
+            srv.stop()
+        for i, (conns, (body, ctype, what)) in enumerate(cases):
+            r = res[i]
+            med = statistics.median
+            ratios = [s / e for s, e in zip(r["srv"], r["eng"])]
+            rows.append((name, what, conns, med(r["srv"]), min(r["srv"]), max(r["srv"]), med(r["p50"]), med(r["p99"]),
+                         med(r["batch"]), min(conns, MAX_BATCH), med(r["eng"]), med(ratios), r["err"]))
+    head = ("| model | request | conc. | server img/s (median, min-max) | p50 ms | p99 ms | mean batch | engine batch | "
+            "engine img/s | server/engine | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {n} | {w} | {c} | {s:.1f} ({lo:.1f}-{hi:.1f}) | {p50:.1f} | {p99:.1f} | {mb:.2f} | {B} | {e:.1f} | "
+                   f"{ra:.2f} | {err} |\n" for n, w, c, s, lo, hi, p50, p99, mb, B, e, ra, err in rows)
+    note = (f"\n{a.rounds} rounds, {a.seconds:g} s per server run, wrk -t1 closed loop, max_batch_size {MAX_BATCH}, "
+            f"max_queue_delay_us 0. Load average during the runs: median {statistics.median(loads):.2f}, "
+            f"max {max(loads):.2f} (2 CPUs; above ~2 other work shared the machine).\n")
+    text = head + body + note
+    print("\n" + text)
+    with open(a.out, "w") as f:
+        f.write(text)
+    print("written to", a.out)
+
+
+if __name__ == "__main__":
+    main()
