@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ops.h"
 
@@ -36,6 +37,8 @@ typedef struct {
     size_t scratch_bytes;
     dnnl_memory_t scratch;
     char impl[64];
+    double seconds;           /* time spent executing (profiling) */
+    long calls;
 } entry;
 
 struct gr_ctx {
@@ -111,6 +114,24 @@ void gr_free(gr_ctx *g)
 int gr_is_reference(const gr_ctx *g) { return g->reference; }
 int gr_prim_count(const gr_ctx *g) { return g->n; }
 const char *gr_prim_impl(const gr_ctx *g, int i) { return i >= 0 && i < g->n ? g->e[i].impl : NULL; }
+
+static const char *const kind_names[] = {"matmul", "layernorm fwd", "layernorm bwd", "gelu fwd", "gelu bwd",
+                                         "softmax fwd", "softmax bwd"};
+
+void gr_prim_stats(const gr_ctx *g, int i, char *desc, size_t n, long *calls, double *seconds)
+{
+    const entry *e = &g->e[i];
+    const key *k = &e->k;
+    if (k->kind == K_MATMUL) {
+        int r = k->nd == 4 ? 2 : 0;
+        snprintf(desc, n, "matmul %s%lldx%lldx%lld%s (%s)", k->nd == 4 ? "batched " : "", (long long)k->d[2][r],
+                 (long long)k->d[0][r + 1], (long long)k->d[2][r + 1], k->nd == 4 ? "" : "", e->impl);
+    } else {
+        snprintf(desc, n, "%s %lldx%lld (%s)", kind_names[k->kind], (long long)k->d[0][0], (long long)k->d[0][1], e->impl);
+    }
+    *calls = e->calls;
+    *seconds = e->seconds;
+}
 
 /* ---- primitive cache -------------------------------------------------------------------- */
 
@@ -204,9 +225,14 @@ static vt_status run(gr_ctx *g, entry *e, void *const *ptrs, char *err, size_t e
         dnnl_memory_set_data_handle(e->scratch, g->scratch);
         a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, e->scratch};
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (dnnl_primitive_execute(e->prim, g->stream, n, a) != dnnl_success ||
         dnnl_stream_wait(g->stream) != dnnl_success)
         return vt_err(err, errlen, VT_EDNNL, "oneDNN execution failed (%s)", e->impl);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    e->seconds += (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    e->calls++;
     return VT_OK;
 }
 

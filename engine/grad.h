@@ -79,5 +79,7 @@ vt_status gr_softmax_bwd(gr_ctx *g, int64_t rows, int n, const float *p, const f
 /* Number of primitives built so far and, for tests, the implementation of the i-th. */
 int gr_prim_count(const gr_ctx *g);
 const char *gr_prim_impl(const gr_ctx *g, int i);
+/* Profile of the i-th primitive: a description, calls and seconds spent executing. */
+void gr_prim_stats(const gr_ctx *g, int i, char *desc, size_t n, long *calls, double *seconds);
 
 #endif

@@ -265,6 +265,7 @@ size_t tr_numel(const tr_model *m) { return m->numel; }
 float *tr_params(tr_model *m) { return m->params; }
 float *tr_grads(tr_model *m) { return m->grads; }
 float tr_lambda(const tr_model *m, int b) { return m->lambda[b]; }
+gr_ctx *tr_ops(tr_model *m) { return m->g; }
 
 const tr_tensor *tr_find(const tr_model *m, const char *name)
 {

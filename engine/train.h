@@ -68,6 +68,9 @@ float tr_lambda(const tr_model *m, int block);
  * plain C reference (reference = 1). Call again to change either. */
 vt_status tr_prepare(tr_model *m, int max_batch, int reference, char *err, size_t errlen);
 
+/* The op back end (grad.h) of a prepared model, for profiles; NULL before tr_prepare. */
+struct gr_ctx *tr_ops(tr_model *m);
+
 /* Forward pass of B images (B, C, S, S) normalised, keeping activations; logits (B, K). */
 vt_status tr_forward(tr_model *m, const float *images, int B, float *logits, char *err, size_t errlen);
 /* Backward pass of the last tr_forward from dlogits (B, K): every gradient is overwritten. */

@@ -22,6 +22,7 @@
 
 #include "cmd.h"
 #include "data.h"
+#include "grad.h"
 #include "optim.h"
 #include "train.h"
 #include "vit.h"
@@ -96,7 +97,7 @@ typedef struct {
     long epochs, batch, threads, dilution_epochs, eval_every, limit;
     double lr, min_lr, wd, smoothing, clip, warmup, pad, scale_min;
     unsigned long long seed;
-    int resume, no_eval, no_flip, reference;
+    int resume, no_eval, no_flip, reference, profile;
 } run_opts;
 
 static int parse_num(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out)
@@ -149,6 +150,7 @@ static int parse_run(int argc, char **argv, run_opts *o, int finetune, const cha
         else if (!strcmp(argv[i], "--no-eval")) o->no_eval = 1;
         else if (!strcmp(argv[i], "--no-flip")) o->no_flip = 1;
         else if (!strcmp(argv[i], "--reference")) o->reference = 1;
+        else if (!strcmp(argv[i], "--profile")) o->profile = 1;
         else { fprintf(stderr, "vitd %s: unknown argument %s\n%s", cmd, argv[i], usage); return 2; }
     }
     if (!o->data || !o->out || (finetune && (!o->model || !o->remove))) { fprintf(stderr, "%s", usage); return 2; }
@@ -357,6 +359,29 @@ static float finetune_lambda(const run *r, int e)
     return l > 0 ? (float)l : 0.0f;
 }
 
+/* --profile: time per oneDNN primitive over the whole run, largest first. */
+static void print_profile(run *r, double total)
+{
+    gr_ctx *g = tr_ops(r->m);
+    int n = g ? gr_prim_count(g) : 0;
+    double *sec = calloc((size_t)n + 1, sizeof *sec), sum = 0;
+    int *ord = calloc((size_t)n + 1, sizeof *ord);
+    if (!sec || !ord) { free(sec); free(ord); return; }
+    char desc[160];
+    long calls;
+    for (int i = 0; i < n; i++) { gr_prim_stats(g, i, desc, sizeof desc, &calls, &sec[i]); ord[i] = i; sum += sec[i]; }
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && sec[ord[j]] > sec[ord[j - 1]]; j--) { int t = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = t; }
+    printf("profile: %.1f s in oneDNN primitives of %.1f s training (the rest: element-wise loops, data, optimiser)\n", sum, total);
+    for (int i = 0; i < n; i++) {
+        double s;
+        gr_prim_stats(g, ord[i], desc, sizeof desc, &calls, &s);
+        printf("  %8.3f s %5.1f%% %7ld calls  %s\n", s, 100 * s / total, calls, desc);
+    }
+    free(sec);
+    free(ord);
+}
+
 static int train_loop(run *r)
 {
     char err[512];
@@ -426,6 +451,7 @@ static int train_loop(run *r)
         fflush(stdout);
         if ((st = save_state(r, e + 1, err, sizeof err))) goto fail;
     }
+    if (r->o.profile) print_profile(r, now_s() - t_run);
     rc = 0;
     goto done;
 fail:
@@ -538,7 +564,8 @@ static const char train_usage[] =
     "  --eval-every N       evaluate every N epochs (default 1; 0: never)   --no-eval\n"
     "  --labels a,b,..|@f   class names (default: from the data)\n"
     "  --limit N            use the first N training images only\n"
-    "  --resume             continue from MODEL.state (written after every epoch)\n";
+    "  --resume             continue from MODEL.state (written after every epoch)\n"
+    "  --profile            print the time spent in each oneDNN primitive at the end\n";
 
 static void defaults(run_opts *o)
 {
