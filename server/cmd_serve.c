@@ -47,6 +47,13 @@ static void apply_spincount(int argc, char **argv)
     for (int i = 0; i < argc; i++) args[i + 1] = argv[i];
     setenv("GOMP_SPINCOUNT", v, 1);
     setenv("VITD_SERVE_REEXEC", "1", 1);
+    /* the binary's own path, so ps and top still say "vitd" (not "exe") */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        execv(self, args);
+    }
     execv("/proc/self/exe", args);
     /* still here: run with libgomp's default */
     unsetenv("GOMP_SPINCOUNT");
