@@ -21,6 +21,9 @@
  * every CPU, so two teams at once would oversubscribe them. */
 static pthread_mutex_t g_cpu = PTHREAD_MUTEX_INITIALIZER;
 
+/* A batch: segments of jobs (job, first image, count), in order. */
+typedef struct segment { bat_job *job; int first, count; } segment;
+
 struct bat_queue {
     char name[65];
     bat_opts o;
@@ -42,6 +45,8 @@ struct bat_queue {
     /* worker-only scratch: a batch's input and output when jobs are concatenated */
     float *xbuf, *ybuf;
     size_t xcap, ycap;             /* floats */
+    segment *seg;                  /* max_batch slots: the batch being formed */
+    bat_job **done_list;    /* max_batch slots: jobs the batch completes */
 };
 
 int64_t bat_now_ns(void)
@@ -57,9 +62,6 @@ static struct timespec abs_deadline(int64_t mono_ns)
     struct timespec ts = {.tv_sec = mono_ns / 1000000000, .tv_nsec = mono_ns % 1000000000};
     return ts;
 }
-
-/* A batch: segments of jobs (job, first image, count), in order. */
-typedef struct { bat_job *job; int first, count; } segment;
 
 static int grow(float **buf, size_t *cap, size_t need)
 {
@@ -130,14 +132,8 @@ static void *worker(void *arg)
         if (errno == 0) setpriority(PRIO_PROCESS, (id_t)tid, cur + q->o.nice);
     }
     vit_set_threads(q->o.threads);
-    segment *seg = calloc((size_t)q->o.max_batch, sizeof *seg);
-    bat_job **done_list = calloc((size_t)q->o.max_batch, sizeof *done_list);
-    if (!seg || !done_list) {
-        log_msg(LOG_ERROR, "model %s: worker out of memory", q->name);
-        free(seg);
-        free(done_list);
-        return NULL;
-    }
+    segment *seg = q->seg;
+    bat_job **done_list = q->done_list;
 
     pthread_mutex_lock(&q->lock);
     for (;;) {
@@ -275,8 +271,6 @@ static void *worker(void *arg)
         q->running = 0;
     }
     pthread_mutex_unlock(&q->lock);
-    free(seg);
-    free(done_list);
     return NULL;
 }
 
@@ -288,6 +282,8 @@ vt_status bat_new(const char *name, const bat_opts *o, met_model *mm, bat_queue 
     snprintf(q->name, sizeof q->name, "%s", name);
     q->o = *o;
     q->mm = mm;
+    q->seg = calloc((size_t)o->max_batch, sizeof *q->seg);
+    q->done_list = calloc((size_t)o->max_batch, sizeof *q->done_list);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -295,6 +291,10 @@ vt_status bat_new(const char *name, const bat_opts *o, met_model *mm, bat_queue 
     pthread_cond_init(&q->wake, &ca);
     pthread_cond_init(&q->warmed, &ca);
     pthread_condattr_destroy(&ca);
+    if (!q->seg || !q->done_list) {
+        bat_free(q);
+        return vt_err(err, errlen, VT_ENOMEM, "out of memory");
+    }
     int e = pthread_create(&q->thread, NULL, worker, q);
     if (e) {
         bat_free(q);
@@ -389,5 +389,7 @@ void bat_free(bat_queue *q)
     pthread_cond_destroy(&q->warmed);
     free(q->xbuf);
     free(q->ybuf);
+    free(q->seg);
+    free(q->done_list);
     free(q);
 }

@@ -290,7 +290,10 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *c, const char *url,
         r->suspended = 0;
         r->on_resume(r);
     }
-    if (!r->status && !r->suspended) http_error(r, 500, "internal error: the handler gave no reply");
+    if (!r->status && !r->suspended) {
+        http_error(r, 500, "internal error: the handler gave no reply");
+        if (!r->status) return MHD_NO; /* not even an error could be queued: close */
+    }
     return MHD_YES;
 }
 
