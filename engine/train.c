@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,25 @@ typedef struct {
     float *X, *xn1, *mu1, *var1, *qkv, *P, *o, *H, *xn2, *mu2, *var2, *u, *gl;
 } block_acts;
 
+/* One shard of a batch: a thread's own op back end, activations and gradients. A pass splits
+ * the batch into contiguous shards run in parallel, one thread each, with oneDNN running
+ * single-threaded inside each (data parallelism: one synchronisation per pass instead of one
+ * per op, which matters for small matrices and on a busy machine); the gradients of the
+ * shards are then summed in a fixed order. */
+typedef struct {
+    gr_ctx *g;
+    int B, b0;                     /* images in the current pass, and the first one's index */
+    block_acts *ba;                /* (L) */
+    float *Xout;                   /* X[L] (M, D) */
+    float *cols, *pout, *z, *zn, *muf, *varf, *lg[2];
+    float *dX, *dH, *dxn, *tmp, *dg, *du, *dqkv, *dP, *dS, *dO, *dz, *dzn, *dpout, *dlg;
+    float *grads;                  /* (numel); shard 0's are the model's */
+    float **bufs;                  /* every buffer, for freeing */
+    int nbufs;
+    vt_status st;
+    char err[256];
+} shard;
+
 struct tr_model {
     vit_config cfg;
     char **labels;                 /* (K) or NULL */
@@ -46,19 +66,16 @@ struct tr_model {
     int nt;
     size_t numel;
     float *params, *grads;
-    float *bp[VIT_MAX_DEPTH][BP_COUNT], *bg[VIT_MAX_DEPTH][BP_COUNT]; /* NULL: absent */
-    float *gp[GP_COUNT], *gg[GP_COUNT];
+    float *bp[VIT_MAX_DEPTH][BP_COUNT]; /* parameters of block l, slot s; NULL: absent */
+    float *gp[GP_COUNT];
     float lambda[VIT_MAX_DEPTH];
     /* prepared state */
-    gr_ctx *g;
-    int max_batch, B, N, T, Np, cpp;
-    block_acts *ba;                /* (L) */
-    float *Xout;                   /* X[L] (M, D) */
-    float *cols, *pout, *z, *zn, *muf, *varf, *lg[2];
-    float *dX, *dH, *dxn, *tmp, *dg, *du, *dqkv, *dP, *dS, *dO, *dz, *dzn, *dpout, *dlg;
-    float **bufs;                  /* every activation buffer, for freeing */
-    int nbufs;
+    int max_batch, N, T, Np, cpp, nshards, cap;
+    shard *sh;                     /* (nshards) */
 };
+
+/* Gradient of parameter p (a pointer into m->params) in shard s. */
+#define GRAD(m, s, p) ((p) ? (s)->grads + ((p) - (m)->params) : NULL)
 
 static int64_t dim_of(const vit_config *c, int d)
 {
@@ -135,7 +152,6 @@ static vt_status alloc_model(const vit_config *c, tr_model **out, char *err, siz
     for (int s = 0; s < GP_COUNT; s++) {
         if (global_specs[s].distilled && !c->distilled) continue;
         m->gp[s] = m->params + m->t[k].offset;
-        m->gg[s] = m->grads + m->t[k].offset;
         k++;
     }
     for (int b = 0; b < c->depth; b++) {
@@ -144,7 +160,6 @@ static vt_status alloc_model(const vit_config *c, tr_model **out, char *err, siz
         for (int s = 0; s < BP_COUNT; s++) {
             if (block_specs[s].attn && !has_attn) continue;
             m->bp[b][s] = m->params + m->t[k].offset;
-            m->bg[b][s] = m->grads + m->t[k].offset;
             k++;
         }
     }
@@ -233,23 +248,26 @@ done:
     return st;
 }
 
-static void free_acts(tr_model *m)
+static void free_shards(tr_model *m)
 {
-    for (int i = 0; i < m->nbufs; i++) free(m->bufs[i]);
-    free(m->bufs);
-    m->bufs = NULL;
-    m->nbufs = 0;
-    free(m->ba);
-    m->ba = NULL;
-    gr_free(m->g);
-    m->g = NULL;
+    for (int k = 0; k < m->nshards; k++) {
+        shard *s = &m->sh[k];
+        for (int i = 0; i < s->nbufs; i++) free(s->bufs[i]);
+        free(s->bufs);
+        free(s->ba);
+        gr_free(s->g);
+        if (k) free(s->grads);
+    }
+    free(m->sh);
+    m->sh = NULL;
+    m->nshards = 0;
     m->max_batch = 0;
 }
 
 void tr_free(tr_model *m)
 {
     if (!m) return;
-    free_acts(m);
+    free_shards(m);
     tr_set_labels(m, NULL, 0);
     free(m->t);
     free(m->params);
@@ -265,7 +283,7 @@ size_t tr_numel(const tr_model *m) { return m->numel; }
 float *tr_params(tr_model *m) { return m->params; }
 float *tr_grads(tr_model *m) { return m->grads; }
 float tr_lambda(const tr_model *m, int b) { return m->lambda[b]; }
-gr_ctx *tr_ops(tr_model *m) { return m->g; }
+gr_ctx *tr_ops(tr_model *m) { return m->nshards ? m->sh[0].g : NULL; }
 
 const tr_tensor *tr_find(const tr_model *m, const char *name)
 {
@@ -301,74 +319,92 @@ void tr_set_lambda(tr_model *m, uint64_t mask, float lambda)
 
 /* ---- activations -------------------------------------------------------------------------- */
 
-static float *abuf(tr_model *m, size_t n)
+static float *abuf(shard *s, size_t n)
 {
     float *p = vit_alloc(n * sizeof(float));
-    if (p) m->bufs[m->nbufs++] = p;
+    if (p) s->bufs[s->nbufs++] = p;
     return p;
+}
+
+/* Activations of one shard for up to cap images. */
+static int alloc_shard(tr_model *m, shard *s, int cap)
+{
+    const vit_config *c = &m->cfg;
+    size_t B = (size_t)cap, M = B * m->N, D = (size_t)c->dim, F = (size_t)c->mlp_dim;
+    size_t HNN = (size_t)c->heads * m->N * m->N, K = (size_t)c->classes, L = (size_t)c->depth;
+    size_t BT = B * (size_t)m->T, BNp = B * (size_t)m->Np;
+    if (!(s->bufs = calloc(L * 13 + 40, sizeof *s->bufs)) || !(s->ba = calloc(L, sizeof *s->ba))) return 0;
+    int ok = 1;
+    for (size_t l = 0; l < L; l++) {
+        block_acts *a = &s->ba[l];
+        ok &= !!(a->X = abuf(s, M * D));
+        ok &= !!(a->H = abuf(s, M * D));
+        ok &= !!(a->xn2 = abuf(s, M * D));
+        ok &= !!(a->mu2 = abuf(s, M));
+        ok &= !!(a->var2 = abuf(s, M));
+        ok &= !!(a->u = abuf(s, M * F));
+        ok &= !!(a->gl = abuf(s, M * F));
+        if (m->bp[l][BP_QKV_W]) {
+            ok &= !!(a->xn1 = abuf(s, M * D));
+            ok &= !!(a->mu1 = abuf(s, M));
+            ok &= !!(a->var1 = abuf(s, M));
+            ok &= !!(a->qkv = abuf(s, M * 3 * D));
+            ok &= !!(a->P = abuf(s, B * HNN));
+            ok &= !!(a->o = abuf(s, M * D));
+        }
+    }
+    ok &= !!(s->Xout = abuf(s, M * D));
+    ok &= !!(s->cols = abuf(s, BNp * (size_t)m->cpp));
+    ok &= !!(s->pout = abuf(s, BNp * D));
+    ok &= !!(s->z = abuf(s, BT * D));
+    ok &= !!(s->zn = abuf(s, BT * D));
+    ok &= !!(s->muf = abuf(s, BT));
+    ok &= !!(s->varf = abuf(s, BT));
+    ok &= !!(s->lg[0] = abuf(s, B * K));
+    ok &= !!(s->lg[1] = abuf(s, B * K));
+    ok &= !!(s->dX = abuf(s, M * D));
+    ok &= !!(s->dH = abuf(s, M * D));
+    ok &= !!(s->dxn = abuf(s, M * D));
+    ok &= !!(s->tmp = abuf(s, M * D));
+    ok &= !!(s->dg = abuf(s, M * F));
+    ok &= !!(s->du = abuf(s, M * F));
+    ok &= !!(s->dqkv = abuf(s, M * 3 * D));
+    ok &= !!(s->dP = abuf(s, B * HNN));
+    ok &= !!(s->dS = abuf(s, B * HNN));
+    ok &= !!(s->dO = abuf(s, M * D));
+    ok &= !!(s->dz = abuf(s, BT * D));
+    ok &= !!(s->dzn = abuf(s, BT * D));
+    ok &= !!(s->dpout = abuf(s, BNp * D));
+    ok &= !!(s->dlg = abuf(s, B * K));
+    return ok;
 }
 
 vt_status tr_prepare(tr_model *m, int max_batch, int reference, char *err, size_t errlen)
 {
-    free_acts(m);
+    free_shards(m);
     const vit_config *c = &m->cfg;
     if (max_batch < 1) return vt_err(err, errlen, VT_EINVAL, "batch must be at least 1");
-    vt_status st = gr_new(reference, &m->g, err, errlen);
-    if (st) return st;
     m->N = vit_tokens(c);
     m->T = 1 + c->distilled;
     m->Np = m->N - m->T;
     m->cpp = c->channels * c->patch * c->patch;
-    size_t B = (size_t)max_batch, M = B * m->N, D = (size_t)c->dim, F = (size_t)c->mlp_dim;
-    size_t HNN = (size_t)c->heads * m->N * m->N, K = (size_t)c->classes, L = (size_t)c->depth;
-    m->bufs = calloc(L * 13 + 40, sizeof *m->bufs);
-    m->ba = calloc(L, sizeof *m->ba);
-    if (!m->bufs || !m->ba) { free_acts(m); return vt_err(err, errlen, VT_ENOMEM, "out of memory"); }
-    int ok = 1;
-    for (size_t l = 0; l < L; l++) {
-        block_acts *a = &m->ba[l];
-        int attn = m->bp[l][BP_QKV_W] != NULL;
-        ok &= !!(a->X = abuf(m, M * D));
-        ok &= !!(a->H = abuf(m, M * D));
-        ok &= !!(a->xn2 = abuf(m, M * D));
-        ok &= !!(a->mu2 = abuf(m, M));
-        ok &= !!(a->var2 = abuf(m, M));
-        ok &= !!(a->u = abuf(m, M * F));
-        ok &= !!(a->gl = abuf(m, M * F));
-        if (attn) {
-            ok &= !!(a->xn1 = abuf(m, M * D));
-            ok &= !!(a->mu1 = abuf(m, M));
-            ok &= !!(a->var1 = abuf(m, M));
-            ok &= !!(a->qkv = abuf(m, M * 3 * D));
-            ok &= !!(a->P = abuf(m, B * HNN));
-            ok &= !!(a->o = abuf(m, M * D));
+    int ns = omp_get_max_threads();
+    if (ns > max_batch) ns = max_batch;
+    if (ns < 1) ns = 1;
+    if (!(m->sh = calloc((size_t)ns, sizeof *m->sh))) return vt_err(err, errlen, VT_ENOMEM, "out of memory");
+    m->nshards = ns;
+    m->cap = (max_batch + ns - 1) / ns;
+    for (int k = 0; k < ns; k++) {
+        shard *s = &m->sh[k];
+        vt_status st = gr_new(reference, &s->g, err, errlen);
+        if (st) { free_shards(m); return st; }
+        s->grads = k ? vit_alloc(m->numel * sizeof(float)) : m->grads;
+        if (!s->grads || !alloc_shard(m, s, m->cap)) {
+            free_shards(m);
+            return vt_err(err, errlen, VT_ENOMEM, "out of memory for the activations of batch %d", max_batch);
         }
+        if (k) memset(s->grads, 0, m->numel * sizeof(float));
     }
-    size_t BT = B * (size_t)m->T, BNp = B * (size_t)m->Np;
-    ok &= !!(m->Xout = abuf(m, M * D));
-    ok &= !!(m->cols = abuf(m, BNp * (size_t)m->cpp));
-    ok &= !!(m->pout = abuf(m, BNp * D));
-    ok &= !!(m->z = abuf(m, BT * D));
-    ok &= !!(m->zn = abuf(m, BT * D));
-    ok &= !!(m->muf = abuf(m, BT));
-    ok &= !!(m->varf = abuf(m, BT));
-    ok &= !!(m->lg[0] = abuf(m, B * K));
-    ok &= !!(m->lg[1] = abuf(m, B * K));
-    ok &= !!(m->dX = abuf(m, M * D));
-    ok &= !!(m->dH = abuf(m, M * D));
-    ok &= !!(m->dxn = abuf(m, M * D));
-    ok &= !!(m->tmp = abuf(m, M * D));
-    ok &= !!(m->dg = abuf(m, M * F));
-    ok &= !!(m->du = abuf(m, M * F));
-    ok &= !!(m->dqkv = abuf(m, M * 3 * D));
-    ok &= !!(m->dP = abuf(m, B * HNN));
-    ok &= !!(m->dS = abuf(m, B * HNN));
-    ok &= !!(m->dO = abuf(m, M * D));
-    ok &= !!(m->dz = abuf(m, BT * D));
-    ok &= !!(m->dzn = abuf(m, BT * D));
-    ok &= !!(m->dpout = abuf(m, BNp * D));
-    ok &= !!(m->dlg = abuf(m, B * K));
-    if (!ok) { free_acts(m); return vt_err(err, errlen, VT_ENOMEM, "out of memory for the activations of batch %d", max_batch); }
     m->max_batch = max_batch;
     return VT_OK;
 }
@@ -396,15 +432,15 @@ static gr_view scores_view(const float *p, int B, int H, int N, int transposed)
     return transposed ? gr_view4(p, B, H, N, N, H * nn, nn, 1, N) : gr_view4(p, B, H, N, N, H * nn, nn, N, 1);
 }
 
-static vt_status embed_fwd(tr_model *m, const float *images, int B, float *X, char *err, size_t errlen)
+static vt_status embed_fwd(tr_model *m, shard *sh, const float *images, char *err, size_t errlen)
 {
     const vit_config *c = &m->cfg;
-    int D = c->dim, N = m->N, T = m->T, Np = m->Np;
-    ref_im2col(images, m->cols, B, c->channels, c->image_size, c->patch);
-    TRY(gr_matmul(m->g, gr_mat(m->cols, (int64_t)B * Np, m->cpp), gr_t(m->gp[GP_PATCH_W], m->cpp, D),
-                  m->gp[GP_PATCH_B], gr_mat(m->pout, (int64_t)B * Np, D), 1.0f, 0, err, errlen));
+    int B = sh->B, D = c->dim, N = m->N, T = m->T, Np = m->Np;
+    float *X = sh->ba[0].X;
+    ref_im2col(images, sh->cols, B, c->channels, c->image_size, c->patch);
+    TRY(gr_matmul(sh->g, gr_mat(sh->cols, (int64_t)B * Np, m->cpp), gr_t(m->gp[GP_PATCH_W], m->cpp, D),
+                  m->gp[GP_PATCH_B], gr_mat(sh->pout, (int64_t)B * Np, D), 1.0f, 0, err, errlen));
     const float *pos = m->gp[GP_POS];
-    #pragma omp parallel for
     for (int b = 0; b < B; b++) {
         float *xb = X + (size_t)b * N * D;
         for (int d = 0; d < D; d++) {
@@ -413,35 +449,35 @@ static vt_status embed_fwd(tr_model *m, const float *images, int B, float *X, ch
         }
         for (int t = 0; t < Np; t++)
             for (int d = 0; d < D; d++)
-                xb[(size_t)(T + t) * D + d] = m->pout[((size_t)b * Np + t) * D + d] + pos[(size_t)(T + t) * D + d];
+                xb[(size_t)(T + t) * D + d] = sh->pout[((size_t)b * Np + t) * D + d] + pos[(size_t)(T + t) * D + d];
     }
     return VT_OK;
 }
 
-static vt_status block_fwd(tr_model *m, int l, int B, const float *x, float *xout, char *err, size_t errlen)
+static vt_status block_fwd(tr_model *m, shard *sh, int l, const float *x, float *xout, char *err, size_t errlen)
 {
     const vit_config *c = &m->cfg;
-    block_acts *a = &m->ba[l];
+    block_acts *a = &sh->ba[l];
     float **w = m->bp[l];
-    int D = c->dim, F = c->mlp_dim, H = c->heads, N = m->N;
+    gr_ctx *g = sh->g;
+    int B = sh->B, D = c->dim, F = c->mlp_dim, H = c->heads, N = m->N;
     int64_t M = (int64_t)B * N;
     size_t n = (size_t)M * D;
     float lam = m->lambda[l];
     if (lam > 0) {
         float scale = 1.0f / sqrtf((float)(D / H));
-        TRY(gr_ln_fwd(m->g, (int)M, D, c->ln_eps, x, w[BP_LN1_G], w[BP_LN1_B], a->xn1, a->mu1, a->var1, err, errlen));
-        TRY(gr_matmul(m->g, gr_mat(a->xn1, M, D), gr_t(w[BP_QKV_W], D, 3 * D), w[BP_QKV_B],
+        TRY(gr_ln_fwd(g, (int)M, D, c->ln_eps, x, w[BP_LN1_G], w[BP_LN1_B], a->xn1, a->mu1, a->var1, err, errlen));
+        TRY(gr_matmul(g, gr_mat(a->xn1, M, D), gr_t(w[BP_QKV_W], D, 3 * D), w[BP_QKV_B],
                       gr_mat(a->qkv, M, 3 * D), 1.0f, 0, err, errlen));
-        TRY(gr_matmul(m->g, heads_view(a->qkv, B, H, N, D, 3 * D), heads_view_t(a->qkv + D, B, H, N, D, 3 * D),
+        TRY(gr_matmul(g, heads_view(a->qkv, B, H, N, D, 3 * D), heads_view_t(a->qkv + D, B, H, N, D, 3 * D),
                       NULL, scores_view(a->P, B, H, N, 0), scale, 0, err, errlen));
-        TRY(gr_softmax_fwd(m->g, (int64_t)B * H * N, N, a->P, err, errlen));
-        TRY(gr_matmul(m->g, scores_view(a->P, B, H, N, 0), heads_view(a->qkv + 2 * D, B, H, N, D, 3 * D), NULL,
+        TRY(gr_softmax_fwd(g, (int64_t)B * H * N, N, a->P, err, errlen));
+        TRY(gr_matmul(g, scores_view(a->P, B, H, N, 0), heads_view(a->qkv + 2 * D, B, H, N, D, 3 * D), NULL,
                       heads_view(a->o, B, H, N, D, D), 1.0f, 0, err, errlen));
-        TRY(gr_matmul(m->g, gr_mat(a->o, M, D), gr_t(w[BP_PROJ_W], D, D), w[BP_PROJ_B], gr_mat(m->tmp, M, D),
+        TRY(gr_matmul(g, gr_mat(a->o, M, D), gr_t(w[BP_PROJ_W], D, D), w[BP_PROJ_B], gr_mat(sh->tmp, M, D),
                       1.0f, 0, err, errlen));
         /* METHOD.md section 4: h = (2 - lambda) x + lambda Attn(LN1 x); lambda = 1 is x + Attn */
-        float cx = 2.0f - lam, *h = a->H, *t = m->tmp;
-        #pragma omp parallel for
+        float cx = 2.0f - lam, *h = a->H, *t = sh->tmp;
         for (size_t i = 0; i < n; i++) {
             float v = cx * x[i] + lam * t[i];
             h[i] = v;
@@ -450,18 +486,17 @@ static vt_status block_fwd(tr_model *m, int l, int B, const float *x, float *xou
     } else {
         /* section 2: the removed path, y = 2x */
         float *h = a->H;
-        #pragma omp parallel for
         for (size_t i = 0; i < n; i++) {
             h[i] = 2.0f * x[i];
             xout[i] = h[i];
         }
     }
-    TRY(gr_ln_fwd(m->g, (int)M, D, c->ln_eps, a->H, w[BP_LN2_G], w[BP_LN2_B], a->xn2, a->mu2, a->var2, err, errlen));
-    TRY(gr_matmul(m->g, gr_mat(a->xn2, M, D), gr_t(w[BP_FC1_W], D, F), w[BP_FC1_B], gr_mat(a->u, M, F),
+    TRY(gr_ln_fwd(g, (int)M, D, c->ln_eps, a->H, w[BP_LN2_G], w[BP_LN2_B], a->xn2, a->mu2, a->var2, err, errlen));
+    TRY(gr_matmul(g, gr_mat(a->xn2, M, D), gr_t(w[BP_FC1_W], D, F), w[BP_FC1_B], gr_mat(a->u, M, F),
                   1.0f, 0, err, errlen));
-    TRY(gr_gelu_fwd(m->g, (size_t)M * F, a->u, a->gl, err, errlen));
+    TRY(gr_gelu_fwd(g, (size_t)M * F, a->u, a->gl, err, errlen));
     /* x_out = h + fc2(GELU(u)): xout already holds h, the matmul adds onto it */
-    TRY(gr_matmul(m->g, gr_mat(a->gl, M, F), gr_t(w[BP_FC2_W], F, D), w[BP_FC2_B], gr_mat(xout, M, D),
+    TRY(gr_matmul(g, gr_mat(a->gl, M, F), gr_t(w[BP_FC2_W], F, D), w[BP_FC2_B], gr_mat(xout, M, D),
                   1.0f, 1, err, errlen));
     return VT_OK;
 }
@@ -473,84 +508,115 @@ static gr_view token_rows(const float *p, int B, int T, int D, int t)
     return v;
 }
 
-vt_status tr_forward(tr_model *m, const float *images, int B, float *logits, char *err, size_t errlen)
+static vt_status shard_forward(tr_model *m, shard *sh, const float *images, float *logits, char *err, size_t errlen)
 {
     const vit_config *c = &m->cfg;
-    if (!m->g) return vt_err(err, errlen, VT_EINVAL, "tr_forward before tr_prepare");
-    if (B < 1 || B > m->max_batch) return vt_err(err, errlen, VT_EINVAL, "batch %d is outside 1..%d", B, m->max_batch);
-    m->B = B;
-    int D = c->dim, N = m->N, T = m->T, K = c->classes, L = c->depth;
-    TRY(embed_fwd(m, images, B, m->ba[0].X, err, errlen));
+    int B = sh->B, D = c->dim, N = m->N, T = m->T, K = c->classes, L = c->depth;
+    TRY(embed_fwd(m, sh, images, err, errlen));
     for (int l = 0; l < L; l++)
-        TRY(block_fwd(m, l, B, m->ba[l].X, l + 1 < L ? m->ba[l + 1].X : m->Xout, err, errlen));
+        TRY(block_fwd(m, sh, l, sh->ba[l].X, l + 1 < L ? sh->ba[l + 1].X : sh->Xout, err, errlen));
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
-            memcpy(m->z + ((size_t)b * T + t) * D, m->Xout + ((size_t)b * N + t) * D, (size_t)D * sizeof(float));
-    TRY(gr_ln_fwd(m->g, B * T, D, c->ln_eps, m->z, m->gp[GP_NORM_G], m->gp[GP_NORM_B], m->zn, m->muf, m->varf,
+            memcpy(sh->z + ((size_t)b * T + t) * D, sh->Xout + ((size_t)b * N + t) * D, (size_t)D * sizeof(float));
+    TRY(gr_ln_fwd(sh->g, B * T, D, c->ln_eps, sh->z, m->gp[GP_NORM_G], m->gp[GP_NORM_B], sh->zn, sh->muf, sh->varf,
                   err, errlen));
     static const int ws[2] = {GP_HEAD_W, GP_HEADD_W}, bs[2] = {GP_HEAD_B, GP_HEADD_B};
     for (int t = 0; t < T; t++)
-        TRY(gr_matmul(m->g, token_rows(m->zn, B, T, D, t), gr_t(m->gp[ws[t]], D, K), m->gp[bs[t]],
-                      gr_mat(m->lg[t], B, K), 1.0f, 0, err, errlen));
+        TRY(gr_matmul(sh->g, token_rows(sh->zn, B, T, D, t), gr_t(m->gp[ws[t]], D, K), m->gp[bs[t]],
+                      gr_mat(sh->lg[t], B, K), 1.0f, 0, err, errlen));
     for (size_t i = 0; i < (size_t)B * K; i++)
-        logits[i] = T == 2 ? (m->lg[0][i] + m->lg[1][i]) * 0.5f : m->lg[0][i];
+        logits[i] = T == 2 ? (sh->lg[0][i] + sh->lg[1][i]) * 0.5f : sh->lg[0][i];
     return VT_OK;
+}
+
+/* Runs fn on every shard with images, one thread each; the first error wins. */
+typedef vt_status (*shard_fn)(tr_model *m, shard *sh, const float *in, float *out, char *err, size_t errlen);
+
+static vt_status run_shards(tr_model *m, shard_fn fn, const float *in, size_t in_per, float *out, size_t out_per,
+                            char *err, size_t errlen)
+{
+    int ns = m->nshards;
+    #pragma omp parallel for num_threads(ns) schedule(static, 1)
+    for (int k = 0; k < ns; k++) {
+        shard *sh = &m->sh[k];
+        sh->st = sh->B ? fn(m, sh, in + (size_t)sh->b0 * in_per, out ? out + (size_t)sh->b0 * out_per : NULL,
+                            sh->err, sizeof sh->err)
+                       : VT_OK;
+    }
+    for (int k = 0; k < ns; k++)
+        if (m->sh[k].st) return vt_err(err, errlen, m->sh[k].st, "%s", m->sh[k].err);
+    return VT_OK;
+}
+
+vt_status tr_forward(tr_model *m, const float *images, int B, float *logits, char *err, size_t errlen)
+{
+    const vit_config *c = &m->cfg;
+    if (!m->nshards) return vt_err(err, errlen, VT_EINVAL, "tr_forward before tr_prepare");
+    if (B < 1 || B > m->max_batch) return vt_err(err, errlen, VT_EINVAL, "batch %d is outside 1..%d", B, m->max_batch);
+    /* contiguous shards whose sizes differ by at most one */
+    int ns = m->nshards, b0 = 0;
+    for (int k = 0; k < ns; k++) {
+        int n = B / ns + (k < B % ns);
+        m->sh[k].b0 = b0;
+        m->sh[k].B = n;
+        b0 += n;
+    }
+    return run_shards(m, shard_forward, images, (size_t)c->channels * c->image_size * c->image_size, logits,
+                      (size_t)c->classes, err, errlen);
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
 
 /* dX holds dL/d(block output) on entry and dL/d(block input) on return. */
-static vt_status block_bwd(tr_model *m, int l, char *err, size_t errlen)
+static vt_status block_bwd(tr_model *m, shard *sh, int l, char *err, size_t errlen)
 {
     const vit_config *c = &m->cfg;
-    block_acts *a = &m->ba[l];
-    float **w = m->bp[l], **gw = m->bg[l];
-    int B = m->B, D = c->dim, F = c->mlp_dim, H = c->heads, N = m->N;
+    block_acts *a = &sh->ba[l];
+    float **w = m->bp[l], *gw[BP_COUNT];
+    for (int k = 0; k < BP_COUNT; k++) gw[k] = GRAD(m, sh, w[k]);
+    gr_ctx *g = sh->g;
+    int B = sh->B, D = c->dim, F = c->mlp_dim, H = c->heads, N = m->N;
     int64_t M = (int64_t)B * N;
     size_t n = (size_t)M * D;
-    float lam = m->lambda[l], *dX = m->dX, *dH = m->dH;
+    float lam = m->lambda[l], *dX = sh->dX, *dH = sh->dH;
     /* x_out = h + fc2(g), g = GELU(u), u = fc1(LN2(h)) */
-    TRY(gr_matmul(m->g, gr_t(dX, D, M), gr_mat(a->gl, M, F), NULL, gr_mat(gw[BP_FC2_W], D, F), 1.0f, 0, err, errlen));
-    TRY(gr_colsum(m->g, M, D, dX, gw[BP_FC2_B], err, errlen));
-    TRY(gr_matmul(m->g, gr_mat(dX, M, D), gr_mat(w[BP_FC2_W], D, F), NULL, gr_mat(m->dg, M, F), 1.0f, 0, err, errlen));
-    TRY(gr_gelu_bwd(m->g, (size_t)M * F, a->u, m->dg, m->du, err, errlen));
-    TRY(gr_matmul(m->g, gr_t(m->du, F, M), gr_mat(a->xn2, M, D), NULL, gr_mat(gw[BP_FC1_W], F, D), 1.0f, 0, err, errlen));
-    TRY(gr_colsum(m->g, M, F, m->du, gw[BP_FC1_B], err, errlen));
-    TRY(gr_matmul(m->g, gr_mat(m->du, M, F), gr_mat(w[BP_FC1_W], F, D), NULL, gr_mat(m->dxn, M, D), 1.0f, 0, err, errlen));
-    TRY(gr_ln_bwd(m->g, (int)M, D, c->ln_eps, a->H, w[BP_LN2_G], a->mu2, a->var2, m->dxn, dH, gw[BP_LN2_G],
+    TRY(gr_matmul(g, gr_t(dX, D, M), gr_mat(a->gl, M, F), NULL, gr_mat(gw[BP_FC2_W], D, F), 1.0f, 0, err, errlen));
+    TRY(gr_colsum(g, M, D, dX, gw[BP_FC2_B], err, errlen));
+    TRY(gr_matmul(g, gr_mat(dX, M, D), gr_mat(w[BP_FC2_W], D, F), NULL, gr_mat(sh->dg, M, F), 1.0f, 0, err, errlen));
+    TRY(gr_gelu_bwd(g, (size_t)M * F, a->u, sh->dg, sh->du, err, errlen));
+    TRY(gr_matmul(g, gr_t(sh->du, F, M), gr_mat(a->xn2, M, D), NULL, gr_mat(gw[BP_FC1_W], F, D), 1.0f, 0, err, errlen));
+    TRY(gr_colsum(g, M, F, sh->du, gw[BP_FC1_B], err, errlen));
+    TRY(gr_matmul(g, gr_mat(sh->du, M, F), gr_mat(w[BP_FC1_W], F, D), NULL, gr_mat(sh->dxn, M, D), 1.0f, 0, err, errlen));
+    TRY(gr_ln_bwd(g, (int)M, D, c->ln_eps, a->H, w[BP_LN2_G], a->mu2, a->var2, sh->dxn, dH, gw[BP_LN2_G],
                   gw[BP_LN2_B], err, errlen));
-    #pragma omp parallel for
     for (size_t i = 0; i < n; i++) dH[i] += dX[i];
     if (lam > 0) {
-        float scale = 1.0f / sqrtf((float)(D / H)), *dA = m->tmp;
-        #pragma omp parallel for
+        float scale = 1.0f / sqrtf((float)(D / H)), *dA = sh->tmp;
         for (size_t i = 0; i < n; i++) dA[i] = lam * dH[i];
-        TRY(gr_matmul(m->g, gr_t(dA, D, M), gr_mat(a->o, M, D), NULL, gr_mat(gw[BP_PROJ_W], D, D), 1.0f, 0, err, errlen));
-        TRY(gr_colsum(m->g, M, D, dA, gw[BP_PROJ_B], err, errlen));
-        TRY(gr_matmul(m->g, gr_mat(dA, M, D), gr_mat(w[BP_PROJ_W], D, D), NULL, gr_mat(m->dO, M, D), 1.0f, 0, err, errlen));
+        TRY(gr_matmul(g, gr_t(dA, D, M), gr_mat(a->o, M, D), NULL, gr_mat(gw[BP_PROJ_W], D, D), 1.0f, 0, err, errlen));
+        TRY(gr_colsum(g, M, D, dA, gw[BP_PROJ_B], err, errlen));
+        TRY(gr_matmul(g, gr_mat(dA, M, D), gr_mat(w[BP_PROJ_W], D, D), NULL, gr_mat(sh->dO, M, D), 1.0f, 0, err, errlen));
         /* o = P V, P = softmax(scale Q K^T) per image and head */
-        gr_view dOv = heads_view(m->dO, B, H, N, D, D);
-        TRY(gr_matmul(m->g, dOv, heads_view_t(a->qkv + 2 * D, B, H, N, D, 3 * D), NULL, scores_view(m->dP, B, H, N, 0),
+        gr_view dOv = heads_view(sh->dO, B, H, N, D, D);
+        TRY(gr_matmul(g, dOv, heads_view_t(a->qkv + 2 * D, B, H, N, D, 3 * D), NULL, scores_view(sh->dP, B, H, N, 0),
                       1.0f, 0, err, errlen));
-        TRY(gr_matmul(m->g, scores_view(a->P, B, H, N, 1), dOv, NULL, heads_view(m->dqkv + 2 * D, B, H, N, D, 3 * D),
+        TRY(gr_matmul(g, scores_view(a->P, B, H, N, 1), dOv, NULL, heads_view(sh->dqkv + 2 * D, B, H, N, D, 3 * D),
                       1.0f, 0, err, errlen));
-        TRY(gr_softmax_bwd(m->g, (int64_t)B * H * N, N, a->P, m->dP, m->dS, err, errlen));
-        TRY(gr_matmul(m->g, scores_view(m->dS, B, H, N, 0), heads_view(a->qkv + D, B, H, N, D, 3 * D), NULL,
-                      heads_view(m->dqkv, B, H, N, D, 3 * D), scale, 0, err, errlen));
-        TRY(gr_matmul(m->g, scores_view(m->dS, B, H, N, 1), heads_view(a->qkv, B, H, N, D, 3 * D), NULL,
-                      heads_view(m->dqkv + D, B, H, N, D, 3 * D), scale, 0, err, errlen));
-        TRY(gr_matmul(m->g, gr_t(m->dqkv, 3 * D, M), gr_mat(a->xn1, M, D), NULL, gr_mat(gw[BP_QKV_W], 3 * D, D),
+        TRY(gr_softmax_bwd(g, (int64_t)B * H * N, N, a->P, sh->dP, sh->dS, err, errlen));
+        TRY(gr_matmul(g, scores_view(sh->dS, B, H, N, 0), heads_view(a->qkv + D, B, H, N, D, 3 * D), NULL,
+                      heads_view(sh->dqkv, B, H, N, D, 3 * D), scale, 0, err, errlen));
+        TRY(gr_matmul(g, scores_view(sh->dS, B, H, N, 1), heads_view(a->qkv, B, H, N, D, 3 * D), NULL,
+                      heads_view(sh->dqkv + D, B, H, N, D, 3 * D), scale, 0, err, errlen));
+        TRY(gr_matmul(g, gr_t(sh->dqkv, 3 * D, M), gr_mat(a->xn1, M, D), NULL, gr_mat(gw[BP_QKV_W], 3 * D, D),
                       1.0f, 0, err, errlen));
-        TRY(gr_colsum(m->g, M, 3 * D, m->dqkv, gw[BP_QKV_B], err, errlen));
-        TRY(gr_matmul(m->g, gr_mat(m->dqkv, M, 3 * D), gr_mat(w[BP_QKV_W], 3 * D, D), NULL, gr_mat(m->dxn, M, D),
+        TRY(gr_colsum(g, M, 3 * D, sh->dqkv, gw[BP_QKV_B], err, errlen));
+        TRY(gr_matmul(g, gr_mat(sh->dqkv, M, 3 * D), gr_mat(w[BP_QKV_W], 3 * D, D), NULL, gr_mat(sh->dxn, M, D),
                       1.0f, 0, err, errlen));
-        TRY(gr_ln_bwd(m->g, (int)M, D, c->ln_eps, a->X, w[BP_LN1_G], a->mu1, a->var1, m->dxn, dX, gw[BP_LN1_G],
+        TRY(gr_ln_bwd(g, (int)M, D, c->ln_eps, a->X, w[BP_LN1_G], a->mu1, a->var1, sh->dxn, dX, gw[BP_LN1_G],
                       gw[BP_LN1_B], err, errlen));
         float cx = 2.0f - lam;
-        #pragma omp parallel for
         for (size_t i = 0; i < n; i++) dX[i] += cx * dH[i];
     } else {
-        #pragma omp parallel for
         for (size_t i = 0; i < n; i++) dX[i] = 2.0f * dH[i];
         if (w[BP_QKV_W]) {
             size_t DD = (size_t)D * D;
@@ -565,39 +631,62 @@ static vt_status block_bwd(tr_model *m, int l, char *err, size_t errlen)
     return VT_OK;
 }
 
-vt_status tr_backward(tr_model *m, const float *dlogits, char *err, size_t errlen)
+static vt_status shard_backward(tr_model *m, shard *sh, const float *dlogits, float *unused, char *err, size_t errlen)
 {
+    (void)unused;
     const vit_config *c = &m->cfg;
-    int B = m->B, D = c->dim, N = m->N, T = m->T, K = c->classes, L = c->depth, Np = m->Np;
-    if (!m->g || B < 1) return vt_err(err, errlen, VT_EINVAL, "tr_backward without a forward pass");
+    gr_ctx *g = sh->g;
+    int B = sh->B, D = c->dim, N = m->N, T = m->T, K = c->classes, L = c->depth, Np = m->Np;
+    float *gg[GP_COUNT];
+    for (int k = 0; k < GP_COUNT; k++) gg[k] = GRAD(m, sh, m->gp[k]);
     /* logits = head(z_0) (T = 1) or (head(z_0) + head_dist(z_1)) / 2 */
     float hs = T == 2 ? 0.5f : 1.0f;
-    for (size_t i = 0; i < (size_t)B * K; i++) m->dlg[i] = dlogits[i] * hs;
+    for (size_t i = 0; i < (size_t)B * K; i++) sh->dlg[i] = dlogits[i] * hs;
     static const int ws[2] = {GP_HEAD_W, GP_HEADD_W}, bs[2] = {GP_HEAD_B, GP_HEADD_B};
     for (int t = 0; t < T; t++) {
-        TRY(gr_matmul(m->g, gr_t(m->dlg, K, B), token_rows(m->zn, B, T, D, t), NULL, gr_mat(m->gg[ws[t]], K, D),
+        TRY(gr_matmul(g, gr_t(sh->dlg, K, B), token_rows(sh->zn, B, T, D, t), NULL, gr_mat(gg[ws[t]], K, D),
                       1.0f, 0, err, errlen));
-        TRY(gr_colsum(m->g, B, K, m->dlg, m->gg[bs[t]], err, errlen));
-        TRY(gr_matmul(m->g, gr_mat(m->dlg, B, K), gr_mat(m->gp[ws[t]], K, D), NULL, token_rows(m->dzn, B, T, D, t),
+        TRY(gr_colsum(g, B, K, sh->dlg, gg[bs[t]], err, errlen));
+        TRY(gr_matmul(g, gr_mat(sh->dlg, B, K), gr_mat(m->gp[ws[t]], K, D), NULL, token_rows(sh->dzn, B, T, D, t),
                       1.0f, 0, err, errlen));
     }
-    TRY(gr_ln_bwd(m->g, B * T, D, c->ln_eps, m->z, m->gp[GP_NORM_G], m->muf, m->varf, m->dzn, m->dz,
-                  m->gg[GP_NORM_G], m->gg[GP_NORM_B], err, errlen));
-    memset(m->dX, 0, (size_t)B * N * D * sizeof(float));
+    TRY(gr_ln_bwd(g, B * T, D, c->ln_eps, sh->z, m->gp[GP_NORM_G], sh->muf, sh->varf, sh->dzn, sh->dz,
+                  gg[GP_NORM_G], gg[GP_NORM_B], err, errlen));
+    memset(sh->dX, 0, (size_t)B * N * D * sizeof(float));
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
-            memcpy(m->dX + ((size_t)b * N + t) * D, m->dz + ((size_t)b * T + t) * D, (size_t)D * sizeof(float));
-    for (int l = L - 1; l >= 0; l--) TRY(block_bwd(m, l, err, errlen));
+            memcpy(sh->dX + ((size_t)b * N + t) * D, sh->dz + ((size_t)b * T + t) * D, (size_t)D * sizeof(float));
+    for (int l = L - 1; l >= 0; l--) TRY(block_bwd(m, sh, l, err, errlen));
     /* x0 = [cls, (dist), patches] + pos */
-    TRY(gr_colsum(m->g, B, (int64_t)N * D, m->dX, m->gg[GP_POS], err, errlen));
-    memcpy(m->gg[GP_CLS], m->gg[GP_POS], (size_t)D * sizeof(float));
-    if (T == 2) memcpy(m->gg[GP_DIST], m->gg[GP_POS] + D, (size_t)D * sizeof(float));
-    #pragma omp parallel for
+    TRY(gr_colsum(g, B, (int64_t)N * D, sh->dX, gg[GP_POS], err, errlen));
+    memcpy(gg[GP_CLS], gg[GP_POS], (size_t)D * sizeof(float));
+    if (T == 2) memcpy(gg[GP_DIST], gg[GP_POS] + D, (size_t)D * sizeof(float));
     for (int b = 0; b < B; b++)
-        memcpy(m->dpout + (size_t)b * Np * D, m->dX + ((size_t)b * N + T) * D, (size_t)Np * D * sizeof(float));
-    TRY(gr_matmul(m->g, gr_t(m->dpout, D, (int64_t)B * Np), gr_mat(m->cols, (int64_t)B * Np, m->cpp), NULL,
-                  gr_mat(m->gg[GP_PATCH_W], D, m->cpp), 1.0f, 0, err, errlen));
-    TRY(gr_colsum(m->g, (int64_t)B * Np, D, m->dpout, m->gg[GP_PATCH_B], err, errlen));
+        memcpy(sh->dpout + (size_t)b * Np * D, sh->dX + ((size_t)b * N + T) * D, (size_t)Np * D * sizeof(float));
+    TRY(gr_matmul(g, gr_t(sh->dpout, D, (int64_t)B * Np), gr_mat(sh->cols, (int64_t)B * Np, m->cpp), NULL,
+                  gr_mat(gg[GP_PATCH_W], D, m->cpp), 1.0f, 0, err, errlen));
+    TRY(gr_colsum(g, (int64_t)B * Np, D, sh->dpout, gg[GP_PATCH_B], err, errlen));
+    return VT_OK;
+}
+
+vt_status tr_backward(tr_model *m, const float *dlogits, char *err, size_t errlen)
+{
+    if (!m->nshards || !m->sh[0].B) return vt_err(err, errlen, VT_EINVAL, "tr_backward without a forward pass");
+    vt_status st = run_shards(m, shard_backward, dlogits, (size_t)m->cfg.classes, NULL, 0, err, errlen);
+    if (st) return st;
+    /* the model's gradient (shard 0's buffer) += the other shards', in shard order */
+    int ns = 0;
+    for (int k = 1; k < m->nshards; k++) ns += m->sh[k].B > 0;
+    if (ns) {
+        float *g0 = m->grads;
+        #pragma omp parallel for
+        for (size_t i = 0; i < m->numel; i++) {
+            float v = g0[i];
+            for (int k = 1; k < m->nshards; k++)
+                if (m->sh[k].B) v += m->sh[k].grads[i];
+            g0[i] = v;
+        }
+    }
     return VT_OK;
 }
 
