@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -583,7 +584,12 @@ def test_saturation_and_drain():
     keep.getresponse().read()
     with cf.ThreadPoolExecutor(4) as ex:
         futs = [ex.submit(eight, i) for i in range(4)]
-        time.sleep(0.2)
+        # SIGTERM once the server has received all four (and this /metrics request)
+        for _ in range(500):
+            st, _, data = request(s, "GET", "/metrics")
+            if int(re.search(rb"vitd_inflight_requests (\d+)", data).group(1)) >= 5:
+                break
+            time.sleep(0.01)
         t0 = time.time()
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.05)
