@@ -20,7 +20,7 @@
 
 #include "ops.h"
 
-enum { K_MATMUL, K_LN_F, K_LN_B, K_GELU_F, K_GELU_B, K_SM_F, K_SM_B };
+enum { K_MATMUL, K_LN_F_UNUSED, K_LN_B_UNUSED, K_GELU_F, K_GELU_B, K_SM_F, K_SM_B };
 enum { MAXMEM = 10 };
 
 typedef struct {
@@ -348,48 +348,6 @@ vt_status gr_colsum(gr_ctx *g, int64_t rows, int64_t cols, const float *x, float
 
 /* ---- LayerNorm ---------------------------------------------------------------------------- */
 
-static vt_status ln_entry(gr_ctx *g, int kind, int rows, int D, float eps, entry **out,
-                          char *err, size_t errlen)
-{
-    key k;
-    memset(&k, 0, sizeof k);
-    k.kind = kind;
-    k.d[0][0] = rows;
-    k.d[0][1] = D;
-    k.eps = eps;
-    if ((*out = lookup(g, &k))) return VT_OK;
-    dnnl_memory_desc_t data = plain_md(2, rows, D), stat = plain_md(1, rows, 0), vec = plain_md(1, D, 0);
-    dnnl_layer_normalization_desc_t fd, bd;
-    unsigned flags = dnnl_use_scale | dnnl_use_shift;
-    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
-    dnnl_primitive_attr_t attr = user_scratch_attr();
-    vt_status st = VT_EDNNL;
-    if (!attr) return vt_err(err, errlen, VT_ENOMEM, "oneDNN attributes");
-    if (dnnl_layer_normalization_forward_desc_init(&fd, dnnl_forward_training, &data, &stat, eps, flags) != dnnl_success ||
-        dnnl_primitive_desc_create(&fpd, &fd, attr, op_engine(), NULL) != dnnl_success)
-        goto done;
-    if (kind == K_LN_F) {
-        int args[] = {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_SCALE, DNNL_ARG_SHIFT};
-        dnnl_memory_desc_t mds[] = {data, data, stat, stat, vec, vec};
-        st = add_entry(g, &k, fpd, 6, args, mds, out, err, errlen);
-    } else {
-        if (dnnl_layer_normalization_backward_desc_init(&bd, dnnl_backward, &data, &data, &stat, eps, flags) != dnnl_success ||
-            dnnl_primitive_desc_create(&bpd, &bd, attr, op_engine(), fpd) != dnnl_success)
-            goto done;
-        /* oneDNN 2.6 wants the shift as an input too (its values do not matter) */
-        int args[] = {DNNL_ARG_SRC, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_DIFF_DST, DNNL_ARG_SCALE,
-                      DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT, DNNL_ARG_SHIFT};
-        dnnl_memory_desc_t mds[] = {data, stat, stat, data, vec, data, vec, vec, vec};
-        st = add_entry(g, &k, bpd, 9, args, mds, out, err, errlen);
-    }
-done:
-    if (st == VT_EDNNL && !*out) vt_err(err, errlen, st, "oneDNN refused a %dx%d layer normalization", rows, D);
-    dnnl_primitive_desc_destroy(bpd);
-    dnnl_primitive_desc_destroy(fpd);
-    dnnl_primitive_attr_destroy(attr);
-    return st;
-}
-
 vt_status gr_ln_fwd(gr_ctx *g, int rows, int D, float eps, const float *x, const float *gamma,
                     const float *beta, float *y, float *mean, float *var, char *err, size_t errlen)
 {
@@ -409,11 +367,25 @@ vt_status gr_ln_fwd(gr_ctx *g, int rows, int D, float eps, const float *x, const
         }
         return VT_OK;
     }
-    entry *e;
-    vt_status st = ln_entry(g, K_LN_F, rows, D, eps, &e, err, errlen);
-    if (st) return st;
-    void *ptrs[] = {(void *)x, y, mean, var, (void *)gamma, (void *)beta};
-    return run(g, e, ptrs, err, errlen);
+    /* Not oneDNN's layer normalisation: 2.6's (simple_layer_normalization, not JIT) is no faster,
+     * and its backward pass gives wrong scale/shift gradients when two threads run equal-shaped
+     * primitives at once (the data-parallel shards of train.c do). Float rows, double sums. */
+    #pragma omp parallel for
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * D;
+        float *yr = y + (size_t)r * D;
+        double s1 = 0, s2 = 0;
+        for (int i = 0; i < D; i++) s1 += xr[i];
+        float mu = (float)(s1 / D);
+        for (int i = 0; i < D; i++) { float d = xr[i] - mu; s2 += (double)d * d; }
+        float v = (float)(s2 / D), rs = 1.0f / sqrtf(v + eps);
+        for (int i = 0; i < D; i++) yr[i] = (xr[i] - mu) * rs * gamma[i] + beta[i];
+        mean[r] = mu;
+        var[r] = v;
+    }
+    (void)err;
+    (void)errlen;
+    return VT_OK;
 }
 
 vt_status gr_ln_bwd(gr_ctx *g, int rows, int D, float eps, const float *x, const float *gamma,
@@ -453,11 +425,31 @@ vt_status gr_ln_bwd(gr_ctx *g, int rows, int D, float eps, const float *x, const
         }
         return VT_OK;
     }
-    entry *e;
-    vt_status st = ln_entry(g, K_LN_B, rows, D, eps, &e, err, errlen);
-    if (st) return st;
-    void *ptrs[] = {(void *)x, (void *)mean, (void *)var, (void *)dy, (void *)gamma, dx, dgamma, dbeta, (void *)gamma};
-    return run(g, e, ptrs, err, errlen);
+    /* the same in float rows; dgamma and dbeta summed over rows in double */
+    double *sg = calloc((size_t)D * 2, sizeof(double));
+    float *xh = malloc((size_t)D * sizeof(float));
+    if (!sg || !xh) { free(sg); free(xh); return vt_err(err, errlen, VT_ENOMEM, "out of memory"); }
+    double *sb = sg + D;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * D, *dr = dy + (size_t)r * D;
+        float *dxr = dx + (size_t)r * D, mu = mean[r], rs = 1.0f / sqrtf(var[r] + eps);
+        float m1 = 0, m2 = 0;
+        for (int i = 0; i < D; i++) {
+            xh[i] = (xr[i] - mu) * rs;
+            float dxh = dr[i] * gamma[i];
+            m1 += dxh;
+            m2 += dxh * xh[i];
+            sg[i] += (double)(dr[i] * xh[i]);
+            sb[i] += dr[i];
+        }
+        m1 /= D;
+        m2 /= D;
+        for (int i = 0; i < D; i++) dxr[i] = rs * (dr[i] * gamma[i] - m1 - xh[i] * m2);
+    }
+    for (int i = 0; i < D; i++) { dgamma[i] = (float)sg[i]; dbeta[i] = (float)sb[i]; }
+    free(sg);
+    free(xh);
+    return VT_OK;
 }
 
 /* ---- GELU and softmax ------------------------------------------------------------------- */

@@ -462,7 +462,7 @@ static void test_models(void)
     vit_config c = small_cfg();
     CHECK(tr_new(&c, 1, &m, err, sizeof err) == VT_OK, "%s", err);
     fill_random(m, 0.3);
-    check_model("dense model", m, 3);
+    check_model("dense model (batch 4: two equal shards)", m, 4);
     tr_set_lambda(m, 0x5, 0.5f);
     check_model("blocks 0,2 diluted at lambda 0.5", m, 3);
     tr_set_lambda(m, 0x5, 0.0f);
