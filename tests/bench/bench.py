@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -71,9 +72,11 @@ class Bench:
         self.a = a
         self.vitd = os.path.join(a.build, "vitd")
         self.node = [a.node, os.path.join(HERE, "ort_bench.js")]
-        self.runs = []  # (model, batch, engine, round, images_per_s or None, note)
+        self.runs = []  # (model, batch, engine, round, images_per_s or None, note, other CPUs)
         self.problems = []
         self.skip = set()  # (model, engine) pairs that failed their check
+        p = subprocess.run([self.vitd, "bench", "--help"], capture_output=True, text=True)
+        self.vitd_help = p.stdout + p.stderr
 
     def path(self, name, ext):
         return os.path.join(self.a.models, name + ext)
@@ -119,22 +122,33 @@ class Bench:
             seconds = self.a.seconds
         if engine == "vitd":
             cmd = [self.vitd, "bench", "--model", self.path(name, ".safetensors"),
-                   "--batch", str(batch), "--seconds", str(seconds), "--warmup", str(warm),
-                   "--json"]
+                   "--batch", str(batch), "--seconds", str(seconds), "--json"]
+            # Options vitd bench has beyond the minimum: pin the same thread count as ORT's,
+            # time one stretch (images / elapsed, as ort_bench.js does) rather than a median of
+            # sub-runs, and the same number of warm-up passes.
+            if "--threads" in self.vitd_help:
+                cmd += ["--threads", str(self.a.threads)]
+            if "--reps" in self.vitd_help:
+                cmd += ["--reps", "1"]
+            if "--warmup" in self.vitd_help:
+                cmd += ["--warmup", str(warm)]
         else:
             cmd = self.node + ["--model", self.path(name, ".onnx"), "--batch", str(batch),
                                "--seconds", str(seconds), "--warmup", str(warm),
                                "--threads", str(self.a.threads)]
+        watch = OtherCpu()
         j, err = run(cmd)
+        other = watch.cpus()
         ips = j.get("images_per_s") if j else None
         if not isinstance(ips, (int, float)) or ips <= 0:
             ips = None
             err = err or f"no images_per_s in {j}"
         if engine == "vitd" and j and "threads" in j and j["threads"] != self.a.threads:
             err = f"vitd used {j['threads']} threads, ORT {self.a.threads}"
-        self.runs.append((name, batch, engine, rnd, ips, err))
+        self.runs.append((name, batch, engine, rnd, ips, err, other))
         print(f"    {engine:<4} {name:<11} b{batch} round {rnd}: "
               + (f"{ips:8.2f} img/s" if ips else f"FAILED {err}")
+              + f"  (others {other:.2f} CPUs)"
               + (f"  ({err})" if ips and err else ""), flush=True)
 
     def time_all(self, names):
@@ -147,7 +161,8 @@ class Bench:
                             self.once(engine, name, size, batch, r + 1)
 
     def median(self, name, batch, engine):
-        v = [ips for n, b, e, _, ips, _ in self.runs if (n, b, e) == (name, batch, engine) and ips]
+        v = [ips for n, b, e, _, ips, _, _ in self.runs
+             if (n, b, e) == (name, batch, engine) and ips]
         return statistics.median(v) if v else None
 
     # -- report ----------------------------------------------------------------------------
@@ -158,6 +173,15 @@ class Bench:
                   f"{cpu_model()}, {self.a.threads} threads for both engines, "
                   f"onnxruntime-node {self.a.ort_version}, vitd {git_rev()}, "
                   f"median of {self.a.rounds} alternating runs each.", ""]
+        others = [o for *_, o in self.runs]
+        mean_o = statistics.mean(others) if others else 0.0
+        lines += [f"Other processes used {mean_o:.2f} CPUs on average during the timed runs "
+                  f"(max {max(others, default=0):.2f}; per run below)."]
+        if mean_o > 0.25:
+            lines += ["", "**Warning: other processes were busy on this machine during the "
+                          "runs; both engines measured their neighbours too, and the figures "
+                          "are not representative. Re-run on an idle machine.**"]
+        lines += [""]
         lines += ["| model | removed | batch | vitd img/s | ORT img/s | vitd/ORT | vitd GFLOP/s |",
                   "|---|---|---|---|---|---|---|"]
         for name, size in names:
@@ -183,17 +207,48 @@ class Bench:
                     a, b = self.median(dn, batch, e), self.median(cn, batch, e)
                     sp.append(f"{b / a:.3f}" if a and b else "-")
                 lines.append(f"| DeiT-{size} | {batch} | {sp[0]} | {sp[1]} | {bound:.3f} |")
-        lines += ["", "Every run (images/s):", "", "| model | batch | engine | runs |",
+        lines += ["", "Every run: images/s (CPUs used by other processes meanwhile):", "",
+                  "| model | batch | engine | runs |",
                   "|---|---|---|---|"]
         for name, size in names:
             for batch in self.a.batches:
                 for e in ("vitd", "ort"):
-                    v = [("%.2f" % ips) if ips else "fail" for n, b, en, _, ips, _ in self.runs
+                    v = [(f"{ips:.2f}" if ips else "fail") + f" ({o:.1f})"
+                         for n, b, en, _, ips, _, o in self.runs
                          if (n, b, en) == (name, batch, e)]
                     lines.append(f"| {name} | {batch} | {e} | {' '.join(v) or 'not run'} |")
         if self.problems:
             lines += ["", "Problems:", ""] + [f"- {p}" for p in self.problems]
         return "\n".join(lines) + "\n"
+
+
+class OtherCpu:
+    """CPU used by other processes while a run was going: all busy CPU time (/proc/stat)
+    minus what our own children used, per second of wall time (in CPUs). The load average
+    cannot tell our two busy threads from a neighbour's; this can. A run sharing the machine
+    measures the neighbours as much as the engine, so the report flags it."""
+
+    def __init__(self):
+        self.t0, self.busy0, self.own0 = time.monotonic(), busy_seconds(), own_seconds()
+
+    def cpus(self):
+        wall = time.monotonic() - self.t0
+        other = (busy_seconds() - self.busy0) - (own_seconds() - self.own0)
+        return max(0.0, other / wall) if wall > 0 else 0.0
+
+
+def busy_seconds():
+    try:
+        f = [int(v) for v in open("/proc/stat").readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = f
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def cpu_model():
@@ -243,7 +298,7 @@ def main():
     print()
     print(text)
     print(f"(written to {a.out})")
-    return 1 if b.problems or any(ips is None for *_, ips, _ in b.runs) else 0
+    return 1 if b.problems or any(r[4] is None for r in b.runs) else 0
 
 
 if __name__ == "__main__":
