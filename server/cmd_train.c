@@ -94,7 +94,7 @@ static void progress_clear(progress *p)
 
 typedef struct {
     const char *data, *eval_data, *out, *arch, *model, *remove, *labels;
-    long epochs, batch, threads, dilution_epochs, eval_every, limit;
+    long epochs, batch, threads, dilution_epochs, eval_every, limit, stop_after;
     double lr, min_lr, wd, smoothing, clip, warmup, pad, scale_min;
     unsigned long long seed;
     int resume, no_eval, no_flip, reference, profile;
@@ -134,6 +134,7 @@ static int parse_run(int argc, char **argv, run_opts *o, int finetune, const cha
         else { STR("--arch", arch) }
         INT("--epochs", epochs, 1, 100000) INT("--batch", batch, 1, 4096) INT("--threads", threads, 0, 1024)
         INT("--eval-every", eval_every, 0, 100000) INT("--limit", limit, 1, 1L << 30)
+        INT("--stop-after", stop_after, 1, 100000)
         NUM("--lr", lr, 0, 10) NUM("--min-lr", min_lr, 0, 10) NUM("--weight-decay", wd, 0, 10)
         NUM("--label-smoothing", smoothing, 0, 0.99) NUM("--clip", clip, 0, 1e9) NUM("--warmup-epochs", warmup, 0, 1e5)
         NUM("--pad", pad, 0, 64) NUM("--scale-min", scale_min, 0.01, 1)
@@ -450,6 +451,11 @@ static int train_loop(run *r)
         printf("%s\n", line);
         fflush(stdout);
         if ((st = save_state(r, e + 1, err, sizeof err))) goto fail;
+        if (r->o.stop_after && e + 1 - r->start_epoch >= r->o.stop_after && !last) {
+            printf("%s: stopped after epoch %d as asked; continue with --resume (state in %s)\n", r->cmd, e + 1, r->state_path);
+            rc = 3;
+            goto done;
+        }
     }
     if (r->o.profile) print_profile(r, now_s() - t_run);
     rc = 0;
@@ -565,6 +571,7 @@ static const char train_usage[] =
     "  --labels a,b,..|@f   class names (default: from the data)\n"
     "  --limit N            use the first N training images only\n"
     "  --resume             continue from MODEL.state (written after every epoch)\n"
+    "  --stop-after N       stop after N epochs of this session (resume later with --resume)\n"
     "  --profile            print the time spent in each oneDNN primitive at the end\n";
 
 static void defaults(run_opts *o)
@@ -640,7 +647,9 @@ int cmd_train(int argc, char **argv)
     if (setup(&r)) goto done;
     print_model_line(&r);
     double t0 = now_s();
-    if (train_loop(&r)) goto done;
+    int lr_ = train_loop(&r);
+    if (lr_ == 3) { rc = 0; goto done; }
+    if (lr_) goto done;
     if (tr_save_model(r.m, r.o.out, 0, err, sizeof err)) { fprintf(stderr, "vitd train: %s\n", err); goto done; }
     char tt[32];
     hms(tt, sizeof tt, r.elapsed);
@@ -663,7 +672,8 @@ static const char finetune_usage[] =
     "  --lr LR              default 5e-4 * batch / 512 (METHOD.md)  --min-lr default 1e-5\n"
     "  --warmup-epochs W    default min(5, E/10)  --batch B default 128\n"
     "  other options as for `vitd train` (--weight-decay, --label-smoothing, --clip, --seed,\n"
-    "  --threads, --eval-data, --eval-every, --no-eval, --labels, --limit, --resume)\n";
+    "  --threads, --eval-data, --eval-every, --no-eval, --labels, --limit, --resume,\n"
+    "  --stop-after, --profile)\n";
 
 int cmd_finetune(int argc, char **argv)
 {
@@ -705,7 +715,9 @@ int cmd_finetune(int argc, char **argv)
     printf("finetune: diluting blocks %s over %ld epochs (lambda 0 from epoch %ld of %ld)\n", r.o.remove,
            r.o.dilution_epochs, r.o.dilution_epochs + 1, r.o.epochs);
     if (!r.dilute) { fprintf(stderr, "vitd finetune: nothing to remove\n"); goto done; }
-    if (train_loop(&r)) goto done;
+    int lr_ = train_loop(&r);
+    if (lr_ == 3) { rc = 0; goto done; }
+    if (lr_) goto done;
     tr_set_lambda(r.m, r.dilute, finetune_lambda(&r, (int)r.o.epochs - 1)); /* 0: what the last epoch ran */
     if (tr_save_model(r.m, r.o.out, mask, err, sizeof err)) { fprintf(stderr, "vitd finetune: %s\n", err); goto done; }
     double md, ma;
