@@ -123,7 +123,7 @@ class Server:
 
 def wrk(port, name, body, ctype, conns, seconds, lua):
     env = dict(os.environ, VITD_BENCH_BODY=body, VITD_BENCH_CTYPE=ctype)
-    r = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "-s", lua,
+    r = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{max(1, int(round(seconds)))}s", "--timeout", "30s", "-s", lua,
                         f"http://127.0.0.1:{port}/v1/models/{name}/classify"], capture_output=True, text=True, env=env)
     line = [l for l in r.stdout.splitlines() if l.startswith("{")]
     if not line:
