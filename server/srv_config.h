@@ -70,10 +70,10 @@ typedef struct {
 #undef CONF_FIELD
 
 /* Fills c from defaults, file, environment and argv (argv[0] is the command name). Returns 0,
- * 1 when --help or --help-config was printed, -1 after writing a message into err. */
+ * 1 when --help was printed (usage and the key table), -1 after writing a message into err. */
 int conf_load(conf_t *c, int argc, char **argv, char *err, size_t errlen);
 
-/* The key table as text (--help-config) or as markdown (docs). */
+/* The key table: name, environment variable, flag, default, meaning. */
 void conf_print_keys(FILE *f);
 
 /* A valid model name: [A-Za-z0-9_-]{1,64}. */

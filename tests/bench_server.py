@@ -81,9 +81,19 @@ def make_models(names):
     return paths
 
 
-def engine(model, batch, seconds):
+SPINCOUNT = "10000"  # vitd serve's default gomp_spincount
+
+
+def engine(model, batch, seconds, spin=SPINCOUNT):
+    """`vitd bench` images/s. spin: GOMP_SPINCOUNT as the server runs with it, or None for
+    libgomp's default (which collapses when other processes share the CPUs)."""
+    env = dict(os.environ)
+    env.pop("GOMP_SPINCOUNT", None)
+    env.pop("OMP_WAIT_POLICY", None)
+    if spin is not None:
+        env["GOMP_SPINCOUNT"] = spin
     r = subprocess.run([VITD, "bench", "--model", model, "--batch", str(batch), "--seconds", str(seconds),
-                        "--reps", "3", "--json"], capture_output=True, text=True, check=True)
+                        "--reps", "3", "--json"], capture_output=True, text=True, check=True, env=env)
     return json.loads(r.stdout)["images_per_s"]
 
 
@@ -154,7 +164,7 @@ def main():
     loads = []
     for name in names:
         cases = [(c, inputs[name][0]) for c in (1, 4, 16)] + [(16, x) for x in inputs[name][1:]]
-        res = {i: {"srv": [], "p50": [], "p99": [], "eng": [], "batch": [], "err": 0} for i in range(len(cases))}
+        res = {i: {"srv": [], "p50": [], "p99": [], "eng": [], "eng0": [], "batch": [], "err": 0} for i in range(len(cases))}
         srv = Server(name, models[name], os.path.join(OUT, f"{name}.log"))
         try:
             # warm the connection path and the allocator once
@@ -167,7 +177,9 @@ def main():
                     b1 = srv.batch_stats(name)
                     B = min(conns, MAX_BATCH)
                     e = engine(models[name], B, max(3.0, a.seconds / 2))
+                    e0 = engine(models[name], B, 3.0, spin=None)
                     r = res[i]
+                    r["eng0"].append(e0)
                     r["srv"].append(w["ips"])
                     r["p50"].append(w["p50_us"] / 1e3)
                     r["p99"].append(w["p99_us"] / 1e3)
@@ -176,7 +188,7 @@ def main():
                     r["err"] += w["errors"] + w["non2xx"]
                     print(f"  round {rnd + 1} {name} c={conns} {what}: server {w['ips']:.1f} img/s "
                           f"(p50 {w['p50_us'] / 1e3:.1f} ms, p99 {w['p99_us'] / 1e3:.1f} ms, mean batch {r['batch'][-1]:.2f}), "
-                          f"engine batch {B} {e:.1f} img/s, ratio {w['ips'] / e:.2f}", flush=True)
+                          f"engine batch {B} {e:.1f} img/s (libgomp default spin {e0:.1f}), ratio {w['ips'] / e:.2f}", flush=True)
         finally:
             srv.stop()
         for i, (conns, (body, ctype, what)) in enumerate(cases):
@@ -184,13 +196,18 @@ def main():
             med = statistics.median
             ratios = [s / e for s, e in zip(r["srv"], r["eng"])]
             rows.append((name, what, conns, med(r["srv"]), min(r["srv"]), max(r["srv"]), med(r["p50"]), med(r["p99"]),
-                         med(r["batch"]), min(conns, MAX_BATCH), med(r["eng"]), med(ratios), r["err"]))
+                         med(r["batch"]), min(conns, MAX_BATCH), med(r["eng"]), min(r["eng"]), max(r["eng"]), med(r["eng0"]),
+                         med(ratios), r["err"]))
     head = ("| model | request | conc. | server img/s (median, min-max) | p50 ms | p99 ms | mean batch | engine batch | "
-            "engine img/s | server/engine | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {n} | {w} | {c} | {s:.1f} ({lo:.1f}-{hi:.1f}) | {p50:.1f} | {p99:.1f} | {mb:.2f} | {B} | {e:.1f} | "
-                   f"{ra:.2f} | {err} |\n" for n, w, c, s, lo, hi, p50, p99, mb, B, e, ra, err in rows)
+            "engine img/s (median, min-max) | engine, libgomp default spin | server/engine | errors |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {n} | {w} | {c} | {s:.1f} ({lo:.1f}-{hi:.1f}) | {p50:.1f} | {p99:.1f} | {mb:.2f} | {B} | "
+                   f"{e:.1f} ({elo:.1f}-{ehi:.1f}) | {e0:.1f} | {ra:.2f} | {err} |\n"
+                   for n, w, c, s, lo, hi, p50, p99, mb, B, e, elo, ehi, e0, ra, err in rows)
     note = (f"\n{a.rounds} rounds, {a.seconds:g} s per server run, wrk -t1 closed loop, max_batch_size {MAX_BATCH}, "
-            f"max_queue_delay_us 0. Load average during the runs: median {statistics.median(loads):.2f}, "
+            f"max_queue_delay_us 0. Engine: vitd bench --batch B --json with GOMP_SPINCOUNT={SPINCOUNT} as the server "
+            f"runs (server/engine is the median of per-round ratios), and with libgomp's default spinning. "
+            f"Load average during the runs: median {statistics.median(loads):.2f}, "
             f"max {max(loads):.2f} (2 CPUs; above ~2 other work shared the machine).\n")
     text = head + body + note
     print("\n" + text)

@@ -620,6 +620,41 @@ def test_deadline():
     check(s.stop() == 0, "deadline server exit status")
 
 
+def test_connection_limits():
+    """max_connections: connections past it wait (not served) until one closes;
+    max_connections_per_ip: connections past it are closed at once."""
+    g = os.path.join(GOLDEN, "vit_s32_d64.safetensors")
+    s = Server("conns", ["--model", f"g={g}", "--http-threads", "1", "--max-connections", "3"])
+    idle = [socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(3)]
+    time.sleep(0.2)
+    extra = socket.create_connection(("127.0.0.1", s.port), timeout=0.8)
+    extra.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        got = extra.recv(100)
+    except socket.timeout:
+        got = None
+    check(got is None, f"a connection past max_connections was served at once: {got!r}")
+    idle[0].close()
+    extra.settimeout(5)
+    got = extra.recv(100)
+    check(got.startswith(b"HTTP/1.1 200"), f"the waiting connection was not served after one closed: {got!r}")
+    for c in idle[1:] + [extra]:
+        c.close()
+    check(s.stop() == 0, "conns server exit status")
+
+    s = Server("perip", ["--model", f"g={g}", "--max-connections-per-ip", "2"])
+    held = [socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(2)]
+    time.sleep(0.2)
+    out = raw_exchange(s, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=3)
+    check(out == b"", f"a third connection from one address was served: {out[:60]!r}")
+    held[0].close()
+    time.sleep(0.2)
+    out = raw_exchange(s, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", read_timeout=3)
+    check(out.startswith(b"HTTP/1.1 200"), f"per-address cap not released: {out[:60]!r}")
+    held[1].close()
+    check(s.stop() == 0, "perip server exit status")
+
+
 def test_config():
     g = os.path.join(GOLDEN, "vit_s32_d64.safetensors")
     cfg = os.path.join(TMP, "vitd.json")
@@ -686,7 +721,7 @@ def main():
         check(s.proc.poll() is None, "the main server died")
         check(s.stop() == 0, "main server exit status after SIGTERM")
         for name, fn in (("queue full, health, drain", test_saturation_and_drain), ("deadline", test_deadline),
-                         ("configuration", test_config)):
+                         ("connection limits", test_connection_limits), ("configuration", test_config)):
             t = time.time()
             fn()
             print(f"ok   {name} ({time.time() - t:.1f} s)")
