@@ -36,7 +36,11 @@ import sys
 import tempfile
 
 import numpy as np
-import torch
+
+# On a shared machine OpenMP threads spinning at barriers (libgomp's default) make torch and
+# the vitd runs below ten times slower; set before torch loads, inherited by vitd.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

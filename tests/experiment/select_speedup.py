@@ -9,7 +9,10 @@ width 192, 12 blocks, 3 heads, 1000 classes) and a proxy set of IMAGES structure
 alternately, REPS times each, and reports the median wall time of the selection (the
 report's "seconds": proxy decoding and checkpoint writing excluded) and the blocks each
 mode computed. It also checks that both modes produced identical reports (every score).
-The machine may be shared: medians of alternating runs, not best cases.
+The machine may be shared: medians of alternating runs, not best cases. On a shared machine
+OpenMP threads that spin at barriers (libgomp's default) lose their CPU to other processes
+and the timings become very noisy, so the runs use OMP_WAIT_POLICY=passive unless the
+environment already sets a policy (printed with the results).
 
 usage: tests/experiment/select_speedup.py [--reps 3] [--images 64] [--k 6] [--batch 8]
                                           [--threads 0] [--work DIR] [--out FILE.md]
@@ -72,6 +75,9 @@ def main():
         tv.save_model(model, m, metadata=tv.vitd_metadata(m.cfg, crop_pct=1.0))
     if not os.path.exists(os.path.join(data, "train-images-idx3-ubyte")):
         write_idx(data, images(a.images, 224, 3))
+    load0 = " ".join(open("/proc/loadavg").read().split()[:3])
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "passive")
     runs = {"reuse": [], "naive": []}
     for rep in range(a.reps):
         for mode in ("reuse", "naive"):
@@ -81,7 +87,7 @@ def main():
                    "--out", os.path.join(a.work, f"pruned_{mode}.safetensors"), "--report", rpath]
             if mode == "naive":
                 cmd.append("--naive")
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             r = json.load(open(rpath))
             runs[mode].append(r)
             print(f"rep {rep} {mode}: {r['seconds']:.2f} s, {r['passes']} passes, {r['blocks_run']} blocks, "
@@ -95,7 +101,8 @@ def main():
     passes = {m: runs[m][0]["passes"] for m in runs}
     lines = [
         f"NOSE on a DeiT-T-shaped model (12 blocks, random weights), {a.images} proxy images, k = {a.k}, "
-        f"batch {a.batch}, {a.reps} alternating runs per mode (median, range); chosen {runs['reuse'][0]['chosen']}",
+        f"batch {a.batch}, {a.reps} alternating runs per mode (median, range), OMP_WAIT_POLICY="
+        f"{env['OMP_WAIT_POLICY']}, load average before the runs {load0}; chosen {runs['reuse'][0]['chosen']}",
         "",
         "| mode | selection time (s) | forward passes | blocks computed |",
         "|---|---|---|---|",
