@@ -539,6 +539,9 @@ static vt_status run_shards(tr_model *m, shard_fn fn, const float *in, size_t in
     #pragma omp parallel for num_threads(ns) schedule(static, 1)
     for (int k = 0; k < ns; k++) {
         shard *sh = &m->sh[k];
+        /* oneDNN sizes its work (and per-thread reduction buffers) by the calling thread's
+         * OpenMP team size when a primitive is created and run: make it 1 here, consistently */
+        omp_set_num_threads(1);
         sh->st = sh->B ? fn(m, sh, in + (size_t)sh->b0 * in_per, out ? out + (size_t)sh->b0 * out_per : NULL,
                             sh->err, sizeof sh->err)
                        : VT_OK;
