@@ -914,7 +914,7 @@ static const preset presets[] = {
     {"deit-small", 224, 16, 3, 384, 12, 6, 1536, 1000},
     {"deit-base", 224, 16, 3, 768, 12, 12, 3072, 1000},
     /* vitd's default model (models/fashion-vit/MODEL_CARD.md) */
-    {"fashion", 28, 4, 1, 64, 12, 4, 256, 10},
+    {"fashion", 28, 7, 1, 64, 12, 4, 256, 10},
 };
 
 vt_status tr_arch_parse(const char *spec, vit_config *c, char *err, size_t errlen)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import torch_vit as tv  # noqa: E402
 
-PRESETS = {"fashion": dict(img=28, patch=4, chans=1, dim=64, depth=12, heads=4, mlp=256, classes=10)}
+PRESETS = {"fashion": dict(img=28, patch=7, chans=1, dim=64, depth=12, heads=4, mlp=256, classes=10)}
 
 
 def parse_arch(spec):
