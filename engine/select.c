@@ -42,7 +42,6 @@ static double now_seconds(void)
 /* One selection in progress: the runner, one batch of images, the measured vectors, the
  * saved streams (reuse mode) and the bookkeeping for progress. */
 typedef struct {
-    const vit_model *m;
     const vit_config *c;
     const ent_images *src;
     const sel_opts *o;
@@ -208,7 +207,7 @@ static vt_status measured_run(const vit_model *m, const ent_images *src, const s
     const vit_config *c = vit_config_of(m);
     const int L = c->depth;
     vt_status st;
-    run R = {.m = m, .c = c, .src = src, .o = o, .ctl = ctl, .res = res, .batch = batch};
+    run R = {.c = c, .src = src, .o = o, .ctl = ctl, .res = res, .batch = batch};
     R.nbatch = (src->count + batch - 1) / batch;
     R.dim = o->measure == SEL_AT_FEATURE ? c->dim : c->classes;
     if (o->strategy == SEL_NOSE) {
