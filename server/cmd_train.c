@@ -23,6 +23,7 @@
 #include "cmd.h"
 #include "data.h"
 #include "grad.h"
+#include "npy.h"
 #include "optim.h"
 #include "train.h"
 #include "vit.h"
@@ -93,7 +94,7 @@ static void progress_clear(progress *p)
 /* ---- options ------------------------------------------------------------------------------ */
 
 typedef struct {
-    const char *data, *eval_data, *out, *arch, *model, *remove, *labels;
+    const char *data, *eval_data, *out, *arch, *model, *remove, *labels, *logits_in, *logits_out;
     long epochs, batch, threads, dilution_epochs, eval_every, limit, stop_after;
     double lr, min_lr, wd, smoothing, clip, warmup, pad, scale_min;
     unsigned long long seed;
@@ -130,6 +131,7 @@ static int parse_run(int argc, char **argv, run_opts *o, int finetune, const cha
 #define NUM(name, field, lo, hi) if ((r = cli_opt(argc, argv, &i, name, &v))) { if (r < 0 || parse_num(cmd, name, v, lo, hi, &o->field)) return 2; continue; }
 #define INT(name, field, lo, hi) if ((r = cli_opt(argc, argv, &i, name, &v))) { if (r < 0 || parse_long(cmd, name, v, lo, hi, &o->field)) return 2; continue; }
         STR("--data", data) STR("--eval-data", eval_data) STR("--out", out) STR("--labels", labels)
+        STR("--logits-input", logits_in) STR("--logits-output", logits_out)
         if (finetune) { STR("--model", model) STR("--remove", remove) INT("--dilution-epochs", dilution_epochs, 1, 100000) }
         else { STR("--arch", arch) }
         INT("--epochs", epochs, 1, 100000) INT("--batch", batch, 1, 4096) INT("--threads", threads, 0, 1024)
@@ -353,6 +355,40 @@ static int verify_output(run *r, ds_set *d, double *maxdiff, double *maxabs, cha
     return st;
 }
 
+/* --logits-input X.npy --logits-output Y.npy: the final training forward pass (the last
+ * epoch's lambda) on X (N, C, S, S), so that `vitd logits` on the written model can be
+ * compared with it. */
+static int write_train_logits(run *r)
+{
+    if (!r->o.logits_in || !r->o.logits_out) return 0;
+    char err[512];
+    float *x = NULL, *y = NULL;
+    int nd, rc = -1;
+    int64_t sh[NPY_MAX_DIMS];
+    const vit_config *c = tr_config(r->m);
+    if (npy_read_f32(r->o.logits_in, &x, &nd, sh, err, sizeof err)) { fprintf(stderr, "vitd %s: %s\n", r->cmd, err); return -1; }
+    if (nd != 4 || sh[1] != c->channels || sh[2] != c->image_size || sh[3] != c->image_size) {
+        fprintf(stderr, "vitd %s: %s: shape must be (N, %d, %d, %d)\n", r->cmd, r->o.logits_in, c->channels, c->image_size, c->image_size);
+        goto done;
+    }
+    size_t per = (size_t)c->channels * c->image_size * c->image_size;
+    if (!(y = malloc((size_t)(sh[0] ? sh[0] : 1) * c->classes * sizeof(float)))) goto done;
+    for (int64_t i = 0; i < sh[0]; i += r->o.batch) {
+        int b = (int)(sh[0] - i < r->o.batch ? sh[0] - i : r->o.batch);
+        if (tr_forward(r->m, x + (size_t)i * per, b, y + (size_t)i * c->classes, err, sizeof err)) {
+            fprintf(stderr, "vitd %s: %s\n", r->cmd, err);
+            goto done;
+        }
+    }
+    int64_t osh[2] = {sh[0], c->classes};
+    if (npy_write_f32(r->o.logits_out, y, 2, osh, err, sizeof err)) { fprintf(stderr, "vitd %s: %s\n", r->cmd, err); goto done; }
+    rc = 0;
+done:
+    free(x);
+    free(y);
+    return rc;
+}
+
 static float finetune_lambda(const run *r, int e)
 {
     if (e == 0) return 1.0f; /* METHOD.md section 4: lambda(0) = 1 */
@@ -572,6 +608,8 @@ static const char train_usage[] =
     "  --limit N            use the first N training images only\n"
     "  --resume             continue from MODEL.state (written after every epoch)\n"
     "  --stop-after N       stop after N epochs of this session (resume later with --resume)\n"
+    "  --logits-input X.npy --logits-output Y.npy\n"
+    "                       at the end, the training forward pass on X (N, C, S, S) into Y (N, K)\n"
     "  --profile            print the time spent in each oneDNN primitive at the end\n";
 
 static void defaults(run_opts *o)
@@ -651,6 +689,7 @@ int cmd_train(int argc, char **argv)
     if (lr_ == 3) { rc = 0; goto done; }
     if (lr_) goto done;
     if (tr_save_model(r.m, r.o.out, 0, err, sizeof err)) { fprintf(stderr, "vitd train: %s\n", err); goto done; }
+    if (write_train_logits(&r)) goto done;
     char tt[32];
     hms(tt, sizeof tt, r.elapsed);
     printf("train: wrote %s (training time %s, this session %.1f s)\n", r.o.out, tt, now_s() - t0);
@@ -673,7 +712,8 @@ static const char finetune_usage[] =
     "  --warmup-epochs W    default min(5, E/10)  --batch B default 128\n"
     "  other options as for `vitd train` (--weight-decay, --label-smoothing, --clip, --seed,\n"
     "  --threads, --eval-data, --eval-every, --no-eval, --labels, --limit, --resume,\n"
-    "  --stop-after, --profile)\n";
+    "  --stop-after, --profile, --logits-input/--logits-output: after training, the training\n"
+    "  forward pass at lambda = 0 on X.npy, to compare with `vitd logits` on MODEL2)\n";
 
 int cmd_finetune(int argc, char **argv)
 {
@@ -723,6 +763,7 @@ int cmd_finetune(int argc, char **argv)
     double md, ma;
     ds_set *vd = r.eval ? r.eval : r.train;
     if (verify_output(&r, vd, &md, &ma, err, sizeof err)) { fprintf(stderr, "vitd finetune: verifying %s: %s\n", r.o.out, err); goto done; }
+    if (write_train_logits(&r)) goto done;
     char tt[32];
     hms(tt, sizeof tt, r.elapsed);
     printf("finetune: wrote %s (blocks %s removed, training time %s); its logits vs the last epoch's forward: "

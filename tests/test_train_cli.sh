@@ -59,9 +59,20 @@ cmp -s "$T/a.safetensors" "$T/b.safetensors" && ok "resumed run == uninterrupted
 "$VITD" train $COMMON --epochs 4 --batch 16 --out "$T/b.safetensors" --resume >"$T/b3.log" 2>&1
 [ $? -ne 0 ] && grep -q "batch" "$T/b3.log" && ok "resume refuses other settings" || bad "resume with another batch"
 
-# finetune: remove blocks 0 and 2 by dilution
+# finetune: remove blocks 0 and 2 by dilution; the training forward at lambda = 0 on X.npy
+"$PYTHON" -c "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(1).standard_normal((10, 1, 8, 8)).astype(np.float32))" "$T/x.npy"
 if "$VITD" finetune --model "$T/a.safetensors" --data "$T/data" --remove 0,2 --epochs 3 --dilution-epochs 2 \
-    --batch 32 --lr 1e-3 --threads 2 --pad 0 --no-flip --out "$T/f.safetensors" >"$T/f.log" 2>&1; then ok "finetune"; else bad "finetune"; cat "$T/f.log"; fi
+    --batch 32 --lr 1e-3 --threads 2 --pad 0 --no-flip --out "$T/f.safetensors" \
+    --logits-input "$T/x.npy" --logits-output "$T/train_logits.npy" >"$T/f.log" 2>&1; then ok "finetune"; else bad "finetune"; cat "$T/f.log"; fi
+"$VITD" logits --model "$T/f.safetensors" --input "$T/x.npy" --output "$T/served_logits.npy" >/dev/null 2>&1 || bad "vitd logits"
+"$PYTHON" - "$T/train_logits.npy" "$T/served_logits.npy" <<'EOF2' && ok "vitd logits of the finetuned model == training forward at lambda 0" || bad "finetuned logits differ"
+import sys
+import numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+d = float(np.abs(a - b).max())
+print(f"     max |diff| {d:.2e} over {a.size} logits (max |logit| {float(np.abs(a).max()):.2f})")
+sys.exit(0 if a.shape == b.shape and d <= 1e-4 * max(1.0, float(np.abs(a).max())) else 1)
+EOF2
 grep -q "lambda 0.5000" "$T/f.log" && grep -q "epoch 3/3.*lambda 0.0000" "$T/f.log" && ok "lambda schedule 1, 0.5, 0" || { bad "lambda schedule"; cat "$T/f.log"; }
 grep -q "max |diff|" "$T/f.log" && ok "finetune verified its output against training" || bad "finetune verification line"
 "$VITD" inspect --json "$T/f.safetensors" >"$T/f.json" || bad "inspect finetuned"
