@@ -705,6 +705,14 @@ static const char *arch_name(const vit_config *c, char *buf, size_t n)
     return buf;
 }
 
+/* A float as the shortest decimal that reads back to it (0.286f, not 0.286000013). */
+static double f2d(float v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%.7g", v);
+    return strtod(b, NULL);
+}
+
 /* The vitd.config JSON (timm config.json shape plus removed_blocks and label_names). */
 static char *config_json(const tr_model *m, uint64_t removed)
 {
@@ -731,12 +739,12 @@ static char *config_json(const tr_model *m, uint64_t removed)
     json_array_append_new(isz, json_integer(c->image_size));
     json_object_set_new(pre, "input_size", isz);
     json_object_set_new(pre, "interpolation", json_string(c->interp == IMG_BILINEAR ? "bilinear" : "bicubic"));
-    json_object_set_new(pre, "crop_pct", json_real(c->crop_pct));
+    json_object_set_new(pre, "crop_pct", json_real(f2d(c->crop_pct)));
     json_object_set_new(pre, "crop_mode", json_string("center"));
     int nc = c->channels < 3 ? c->channels : 3;
     for (int i = 0; i < nc; i++) {
-        json_array_append_new(mean, json_real(c->mean[i]));
-        json_array_append_new(std, json_real(c->std[i]));
+        json_array_append_new(mean, json_real(f2d(c->mean[i])));
+        json_array_append_new(std, json_real(f2d(c->std[i])));
     }
     json_object_set_new(pre, "mean", mean);
     json_object_set_new(pre, "std", std);
