@@ -240,7 +240,7 @@ vt_status tr_load(const char *path, tr_model **out, char *err, size_t errlen)
             snprintf(name, sizeof name, "blocks.%d.%s", b, block_specs[s].name);
             memcpy(m->bp[b][s], vm->blocks[b].p[s], tr_find(m, name)->numel * sizeof(float));
         }
-    if (vm->labels && (st = tr_set_labels(m, (const char *const *)vm->labels, vm->cfg.classes), st)) goto done;
+    if (vm->labels) st = tr_set_labels(m, (const char *const *)vm->labels, vm->cfg.classes);
 done:
     vit_free(vm);
     if (st) tr_free(m);

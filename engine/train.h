@@ -14,7 +14,11 @@
  * only; not norms, biases, tokens or position embeddings). Gradients have the same layout.
  *
  * Ownership and threads: a tr_model owns everything it points to; one thread at a time uses
- * it. The oneDNN work runs on the caller's OpenMP team. Nothing here prints.
+ * it. A pass is data-parallel: the batch is split into as many contiguous shards as the
+ * caller's OpenMP team has threads (omp_get_max_threads at tr_prepare), each shard runs the
+ * whole model on its own thread with single-threaded oneDNN primitives and its own
+ * activations, and tr_backward sums the shards' gradients in shard order (so results are
+ * reproducible for a given thread count). Nothing here prints.
  */
 #ifndef VT_TRAIN_H
 #define VT_TRAIN_H

@@ -580,10 +580,10 @@ static void print_model_line(const run *r)
     printf("%s: ViT image %d patch %d channels %d width %d depth %d heads %d mlp %d classes %d%s, %.3f M parameters\n",
            r->cmd, c->image_size, c->patch, c->channels, c->dim, c->depth, c->heads, c->mlp_dim, c->classes,
            c->distilled ? " distilled" : "", np / 1e6);
-    printf("%s: data %s (%d images, %d classes)%s%s%s; batch %ld, epochs %ld, lr %g -> %g, warm-up %g epochs, weight decay %g, "
+    printf("%s: data %s (%d images, %d classes)%s%s; batch %ld, epochs %ld, lr %g -> %g, warm-up %g epochs, weight decay %g, "
            "label smoothing %g, clip %g, seed %llu, threads %d\n",
            r->cmd, ds_source(r->train), ds_count(r->train), ds_classes(r->train), r->eval ? "; eval " : "",
-           r->eval ? ds_source(r->eval) : "", r->eval ? "" : "", r->o.batch, r->o.epochs, r->o.lr, r->o.min_lr, r->o.warmup,
+           r->eval ? ds_source(r->eval) : "", r->o.batch, r->o.epochs, r->o.lr, r->o.min_lr, r->o.warmup,
            r->o.wd, r->o.smoothing, r->o.clip, r->o.seed, r->o.threads ? (int)r->o.threads : vit_cpu_count());
     fflush(stdout);
 }
