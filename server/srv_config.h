@@ -48,7 +48,8 @@
     X(B, exif, "false", 0, 0, "apply the JPEG EXIF orientation (PyTorch pipelines do not)") \
     X(B, access_log, "true", 0, 0, "one log line per request") \
     X(F, log_format, "text", "text|json", 0, "log lines as text or JSON Lines") \
-    X(I, gomp_spincount, "10000", -1, 1000000000, "GNU OpenMP spin iterations before a waiting thread sleeps (-1: leave libgomp's default)")
+    X(I, worker_nice, "5", 0, 19, "nice value added to the inference workers (and their OpenMP teams), so HTTP threads go first") \
+    X(I, gomp_spincount, "0", -1, 1000000000, "GNU OpenMP spin iterations before a waiting thread sleeps (0: at once; -1: libgomp's default)")
 
 typedef struct {
     char name[CONF_NAME_MAX + 1];
