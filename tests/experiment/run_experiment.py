@@ -156,7 +156,7 @@ def finetune(a, cache, key, removed):
 def svg_bars(path, title, groups, series, ylabel, baselines):
     """Grouped bars: groups = x labels; series = [(name, color, [value|None per group],
     [(lo, hi)|None per group])]; baselines = [(label, value, color)] horizontal lines."""
-    W, H, ml, mr, mt, mb = 760, 420, 70, 170, 50, 50
+    W, H, ml, mr, mt, mb = 800, 420, 70, 210, 50, 50
     vals = [v for _, _, vs, _ in series for v in vs if v is not None] + [b[1] for b in baselines if b[1] is not None]
     vals += [x for _, _, _, rs in series for r in rs if r for x in r]
     if not vals:
@@ -369,7 +369,7 @@ def write_doc(a, cache, ks, seeds, entropy_table):
                 vals = [top1(f"{part}/{s}/k{k}") for k in ks]
                 rngs = [None] * len(ks)
             color = COLORS[s] if part == "a" else {"nose": "#ff9896", "first": "#c7c7c7", "random": "#aec7e8"}[s]
-            series.append((f"{s}{shade}", color, vals, rngs))
+            series.append((f"{s}{' (mean, range)' if s == 'random' else ''}{shade}", color, vals, rngs))
     base = [("dense", 100 * dense["top1"] if dense else None, COLORS["dense"])]
     if ctrl and "top1" in ctrl:
         base.append(("dense + finetune", 100 * ctrl["top1"], "#98df8a"))
