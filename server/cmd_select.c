@@ -387,8 +387,8 @@ int cmd_prune(int argc, char **argv)
                    "                     with the smallest T(S + {i}) = H(full) - H(without S + {i})\n"
                    "             first   the first K blocks that still have attention\n"
                    "             random  K of them drawn with --seed\n"
+                   "                     (--data is optional for first/random: it adds T of the choice)\n"
                    COMMON_HELP
-                   "                  (--data is optional for first/random: it adds T of the choice)\n"
                    "  --measure M     where H is measured: logits (default) or feature (final class token)\n"
                    "  --naive         recompute every pass (no activation reuse; for timing)\n"
                    "  --report FILE   the selection report as JSON (scores of every step)\n"
