@@ -22,6 +22,11 @@ For k in --ks (default 3, 4, 6) removed attention layers of the 12:
              median images/s at --bench-batch).
 Also: the per-layer entropy analysis of the dense model (`vitd entropy`).
 
+Cost on the 2-core machine (default model, 60,000 training images at ~500 images/s): part (a)
+takes a few minutes; part (b) is one fine-tuning per distinct removed set (up to 5 per k: NOSE,
+first and three random draws; identical sets are trained once) plus the control, each about
+2 minutes per epoch, so about 16 x E x 2 minutes (5 hours at the default E = 10).
+
 Every result is cached in WORK/results.json as soon as it exists, so an interrupted run resumes
 where it stopped and re-running only redraws the document; --fresh starts over. Results that
 were not run (part b with --part a) show as "not run". Python: Debian's /usr/bin/python3
