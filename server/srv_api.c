@@ -58,7 +58,8 @@ static reg_version *model_of(http_req *r, int for_inference)
     r->version = reg_version_id(v);
     /* requests in flight when the drain began are still served */
     if (for_inference && (http_after_drain(r) || reg_ready(name) != 1)) {
-        http_error(r, 503, http_after_drain(r) ? "the server is shutting down" : "model '%s' is not ready yet", name);
+        if (http_after_drain(r)) http_error(r, 503, "the server is shutting down");
+        else http_error(r, 503, "model '%s' is not ready yet", name);
         reg_release(v);
         return NULL;
     }
