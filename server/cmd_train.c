@@ -94,7 +94,7 @@ static void progress_clear(progress *p)
 /* ---- options ------------------------------------------------------------------------------ */
 
 typedef struct {
-    const char *data, *eval_data, *out, *arch, *model, *remove, *labels, *logits_in, *logits_out;
+    const char *data, *eval_data, *out, *arch, *model, *remove, *labels, *logits_in, *logits_out, *init;
     long epochs, batch, threads, dilution_epochs, eval_every, limit, stop_after;
     double lr, min_lr, wd, smoothing, clip, warmup, pad, scale_min;
     unsigned long long seed;
@@ -133,7 +133,7 @@ static int parse_run(int argc, char **argv, run_opts *o, int finetune, const cha
         STR("--data", data) STR("--eval-data", eval_data) STR("--out", out) STR("--labels", labels)
         STR("--logits-input", logits_in) STR("--logits-output", logits_out)
         if (finetune) { STR("--model", model) STR("--remove", remove) INT("--dilution-epochs", dilution_epochs, 1, 100000) }
-        else { STR("--arch", arch) }
+        else { STR("--arch", arch) STR("--init", init) }
         INT("--epochs", epochs, 1, 100000) INT("--batch", batch, 1, 4096) INT("--threads", threads, 0, 1024)
         INT("--eval-every", eval_every, 0, 100000) INT("--limit", limit, 1, 1L << 30)
         INT("--stop-after", stop_after, 1, 100000)
@@ -605,6 +605,8 @@ static const char train_usage[] =
     "  --eval-data SPEC     held-out data (default: the test/val split of --data)\n"
     "  --eval-every N       evaluate every N epochs (default 1; 0: never)   --no-eval\n"
     "  --labels a,b,..|@f   class names (default: from the data)\n"
+    "  --init MODEL         start from MODEL's weights (and its architecture, preprocessing,\n"
+    "                       labels) instead of a random initialisation\n"
     "  --limit N            use the first N training images only\n"
     "  --resume             continue from MODEL.state (written after every epoch)\n"
     "  --stop-after N       stop after N epochs of this session (resume later with --resume)\n"
@@ -675,8 +677,16 @@ int cmd_train(int argc, char **argv)
         memcpy(c.std, std, sizeof std);
         c.crop_pct = 0.9f;
     }
-    if (tr_new(&c, r.o.seed, &r.m, err, sizeof err)) { fprintf(stderr, "vitd train: %s\n", err); rc = 2; goto done; }
-    {
+    if (r.o.init) {
+        /* warm start: the checkpoint's architecture, weights, preprocessing and labels */
+        if (r.o.arch) { fprintf(stderr, "vitd train: --init takes the architecture from the checkpoint; drop --arch\n"); rc = 2; goto done; }
+        if (tr_load(r.o.init, &r.m, err, sizeof err)) { fprintf(stderr, "vitd train: %s: %s\n", r.o.init, err); goto done; }
+        if (tr_config(r.m)->classes != ds_classes(r.train)) {
+            fprintf(stderr, "vitd train: %s has %d classes, the data %d\n", r.o.init, tr_config(r.m)->classes, ds_classes(r.train));
+            goto done;
+        }
+    } else if (tr_new(&c, r.o.seed, &r.m, err, sizeof err)) { fprintf(stderr, "vitd train: %s\n", err); rc = 2; goto done; }
+    if (!r.o.init) {
         const char **names = malloc((size_t)c.classes * sizeof *names);
         for (int k = 0; names && k < c.classes; k++) names[k] = ds_class_name(r.train, k);
         if (names) tr_set_labels(r.m, names, c.classes);

@@ -50,6 +50,11 @@ top1=$("$PYTHON" -c "import json,sys; print(json.load(open(sys.argv[1]))['top1']
 "$PYTHON" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.8 else 1)" "$top1" && ok "eval top-1 $top1 >= 0.8 (chance 0.33)" || { bad "eval top-1 $top1"; cat "$T/a.log" "$T/eval.err"; }
 "$VITD" inspect "$T/a.safetensors" | grep -q "labels *yes" && ok "labels in the checkpoint" || bad "labels"
 
+# warm start from a checkpoint
+"$VITD" train --data "$T/data" --init "$T/a.safetensors" --epochs 1 --batch 32 --lr 1e-3 --threads 2 --pad 0 --no-flip \
+    --out "$T/w.safetensors" >"$T/w.log" 2>&1 && grep -q "eval top-1 100.00%" "$T/w.log" && ok "train --init continues from a checkpoint" \
+    || { bad "train --init"; cat "$T/w.log"; }
+
 # resume: 2 epochs, stop, resume to 4 == 4 in one go
 "$VITD" train $COMMON --epochs 4 --out "$T/b.safetensors" --stop-after 2 >"$T/b1.log" 2>&1 || bad "train --stop-after"
 [ -f "$T/b.safetensors.state" ] && [ ! -f "$T/b.safetensors" ] && ok "stopped run left a state, no model" || bad "stop-after files"
