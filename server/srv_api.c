@@ -180,13 +180,19 @@ static void work_free(void *p)
     free(w);
 }
 
-/* A new work for n images of model v (which it takes over); replies 413/503 and returns
- * NULL on failure (and releases v). */
+/* A new work for n images of model v (which it takes over); replies 413/503 (too many
+ * images, queue already full, out of memory) and returns NULL on failure (and releases v). */
 static api_work *work_new(http_req *r, reg_version *v, int n)
 {
     const vit_config *c = reg_version_config(v);
     if (n > g_conf->max_images_per_request) {
         http_error(r, 413, "%d images is over the limit of %ld per request", n, g_conf->max_images_per_request);
+        reg_release(v);
+        return NULL;
+    }
+    if (!bat_has_room(reg_version_queue(v), n)) { /* refuse before spending time decoding */
+        http_error(r, 503, "queue full: model '%s' has %ld images waiting (max_queue_images)",
+                   reg_version_name(v), g_conf->max_queue_images);
         reg_release(v);
         return NULL;
     }

@@ -325,6 +325,14 @@ int bat_submit(bat_queue *q, bat_job *j)
     return 0;
 }
 
+int bat_has_room(bat_queue *q, int n)
+{
+    pthread_mutex_lock(&q->lock);
+    int ok = !q->stop && !q->closed && q->depth + n <= q->o.max_queue_images;
+    pthread_mutex_unlock(&q->lock);
+    return ok;
+}
+
 vt_status bat_warm(bat_queue *q, reg_version *v, char *err, size_t errlen)
 {
     pthread_mutex_lock(&q->lock);

@@ -72,6 +72,10 @@ vt_status bat_new(const char *name, const bat_opts *o, met_model *mm, bat_queue 
  * room for j->n images; -2: the queue is stopping. On non-zero, j is untouched. */
 int bat_submit(bat_queue *q, bat_job *j);
 
+/* Whether n more images would fit now (a hint: bat_submit decides). Lets a request that
+ * would be refused skip decoding its images. */
+int bat_has_room(bat_queue *q, int n);
+
 /* Runs v's forward pass once at every batch size 1..max_batch on the worker, so that the
  * first requests do not pay for building oneDNN primitives. Blocks until done. */
 vt_status bat_warm(bat_queue *q, reg_version *v, char *err, size_t errlen);
