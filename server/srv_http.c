@@ -32,11 +32,13 @@ static _Atomic uint64_t g_id_counter;
 static uint64_t g_id_seed;
 static MHD_socket g_quiesced_fd = MHD_INVALID_SOCKET;
 
-/* State kept beside the public http_req: the access handler's phase. */
+/* State kept beside the public http_req: the access handler's phase, the declared length. */
 typedef struct {
     http_req r;
     int phase;
+    size_t declared;   /* Content-Length, or SIZE_MAX */
 } req_box;
+#define b_declared(r) (((req_box *)(void *)(r))->declared)
 
 static int64_t now_ns(void)
 {
@@ -231,8 +233,7 @@ static int on_headers(http_req *r, const char *url, const char *method)
             http_error(r, 413, "request body of %llu bytes is over the limit of %zu bytes", n, g_o.max_body);
             return 1;
         }
-        if (n > 0 && !(r->body = malloc((size_t)n + 1))) { http_error(r, 503, "out of memory"); return 1; }
-        r->body_cap = (size_t)n + 1;
+        b_declared(r) = (size_t)n;
     }
     return 0;
 }
@@ -246,9 +247,11 @@ static int on_body(http_req *r, const char *data, size_t n)
         return -1;
     }
     if (r->body_len + n + 1 > r->body_cap) {
+        /* grow with what arrives, not with what is declared: headers alone cost no memory */
         size_t cap = r->body_cap ? r->body_cap : 65536;
         while (cap < r->body_len + n + 1) cap *= 2;
-        if (cap > g_o.max_body + 1) cap = g_o.max_body + 1;
+        size_t most = (b_declared(r) != SIZE_MAX ? b_declared(r) : g_o.max_body) + 1;
+        if (cap > most) cap = most;
         unsigned char *nb = realloc(r->body, cap);
         if (!nb) return -1;
         r->body = nb;
@@ -271,6 +274,7 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *c, const char *url,
         *con_cls = b;
         b->r.conn = c;
         b->phase = REQ_BODY;
+        b->declared = SIZE_MAX;
         on_headers(&b->r, url, method);
         return MHD_YES;
     }
