@@ -258,7 +258,7 @@ static void *worker(void *arg)
             j->batch_size = B;
             if (st) {
                 j->outcome = BAT_FAILED;
-                snprintf(j->err, sizeof j->err, "%s (%s)", err, vt_status_str(st));
+                snprintf(j->err, sizeof j->err, "%.150s (%.40s)", err, vt_status_str(st));
             } else if (nseg > 1) {
                 memcpy(j->logits + (size_t)seg[s].first * K, y + off * K, (size_t)seg[s].count * K * sizeof(float));
             }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -394,11 +395,10 @@ void http_begin_drain(void)
     atomic_store(&g_draining, 1);
     if (g_daemon && g_quiesced_fd == MHD_INVALID_SOCKET) {
         g_quiesced_fd = MHD_quiesce_daemon(g_daemon);
-        /* nobody accepts on it any more: close it so new clients are refused at once */
-        if (g_quiesced_fd != MHD_INVALID_SOCKET) {
-            close(g_quiesced_fd);
-            g_quiesced_fd = MHD_INVALID_SOCKET;
-        }
+        /* Nobody accepts on it any more; shut it down so new clients are refused at once.
+         * Not closed before MHD_stop_daemon: MHD's threads may still be taking it out of
+         * their epoll sets, and a closed descriptor number can be reused meanwhile. */
+        if (g_quiesced_fd != MHD_INVALID_SOCKET) shutdown(g_quiesced_fd, SHUT_RDWR);
     }
 }
 
@@ -406,4 +406,6 @@ void http_stop(void)
 {
     if (g_daemon) MHD_stop_daemon(g_daemon);
     g_daemon = NULL;
+    if (g_quiesced_fd != MHD_INVALID_SOCKET) close(g_quiesced_fd);
+    g_quiesced_fd = MHD_INVALID_SOCKET;
 }

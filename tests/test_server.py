@@ -613,6 +613,15 @@ def test_saturation_and_drain():
         ready_during = r.status
         r.read()
         keep.close()
+        # new connections are refused while the drain runs
+        try:
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=2)
+            c.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            refused = c.recv(100) == b""
+            c.close()
+        except OSError:
+            refused = True
+        check(refused or s.proc.poll() is not None, "a new connection was served during the drain")
         res = [f.result() for f in futs]
     rc = s.proc.wait(30)
     dt = time.time() - t0
