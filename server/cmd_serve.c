@@ -63,6 +63,21 @@ static void apply_spincount(int argc, char **argv)
     free(args);
 }
 
+/* The OpenMP team of a model's worker. threads = 0 (auto): every usable CPU, except one
+ * thread for models whose whole batch is under SMALL_BATCH_MACS: their ~100 parallel regions
+ * per forward pass each hold so little work that the fork/join and barrier cost of a team
+ * (tens of microseconds when waiting threads sleep, far more when the HTTP threads or another
+ * process hold a core) exceeds what the second core adds. Measured on this 2-CPU machine
+ * (docs/serving.md): the default model (10 MMAC per image) serves more images/s on one
+ * thread than on two. */
+#define SMALL_BATCH_MACS 500e6
+
+static int worker_threads(const vit_config *c, int cpus)
+{
+    if (g_conf.threads) return (int)g_conf.threads;
+    return (double)vit_macs(c, 0) * g_conf.max_batch_size < SMALL_BATCH_MACS ? 1 : cpus;
+}
+
 static double mono_s(void)
 {
     struct timespec ts;
@@ -93,10 +108,8 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int cpus = vit_cpu_count();
-    int threads = g_conf.threads ? (int)g_conf.threads : cpus;
-    log_msg(LOG_INFO, "vitd %s starting: %d CPUs usable, %d OpenMP threads per inference worker, %ld HTTP threads, "
-                      "GOMP_SPINCOUNT=%s, config file %s",
-            VITD_VERSION, cpus, threads, g_conf.http_threads, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(default)",
+    log_msg(LOG_INFO, "vitd %s starting: %d CPUs usable, %ld HTTP threads, GOMP_SPINCOUNT=%s, config file %s",
+            VITD_VERSION, cpus, g_conf.http_threads, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(default)",
             g_conf.config_file[0] ? g_conf.config_file : "(none)");
 
     int nroutes;
@@ -129,6 +142,8 @@ int cmd_serve(int argc, char **argv)
             log_msg(LOG_ERROR, "model %s: cannot load %s: %s (%s)", cm->name, cm->path, err, vt_status_str(st));
             goto done;
         }
+        const vit_config *c = reg_version_config(v);
+        int threads = worker_threads(c, cpus);
         met_model *mm = met_model_get(cm->name);
         bat_opts bo = {.max_batch = (int)g_conf.max_batch_size, .max_queue_delay_us = g_conf.max_queue_delay_us,
                        .max_queue_images = g_conf.max_queue_images, .threads = threads, .nice = (int)g_conf.worker_nice};
@@ -139,10 +154,11 @@ int cmd_serve(int argc, char **argv)
         }
         reg_publish(cm->name, v);
         loaded[i] = v;
-        const vit_config *c = reg_version_config(v);
-        log_msg(LOG_INFO, "model %s version %d: %s, image %d, channels %d, width %d, depth %d, %d removed, %d classes (%.0f ms)",
+        log_msg(LOG_INFO, "model %s version %d: %s, image %d, channels %d, width %d, depth %d, %d removed, %d classes, "
+                          "%.1f GMAC per batch of %ld, %d OpenMP thread%s (%.0f ms)",
                 cm->name, reg_version_id(v), cm->path, c->image_size, c->channels, c->dim, c->depth,
-                __builtin_popcountll(c->removed), c->classes, (mono_s() - t0) * 1e3);
+                __builtin_popcountll(c->removed), c->classes, vit_macs(c, 0) * g_conf.max_batch_size / 1e9,
+                g_conf.max_batch_size, threads, threads == 1 ? "" : "s", (mono_s() - t0) * 1e3);
     }
 
     api_init(&g_conf);

@@ -4,15 +4,16 @@
 For each model: images/s and p50/p99 latency of POST /v1/models/M/classify (one encoded image
 per request, closed loop, wrk) at concurrency 1, 4 and 16, beside the engine alone
 (`vitd bench --batch B --json`, no HTTP, no decoding) at the batch the server can form at that
-concurrency, B = min(concurrency, max_batch_size), run under three OpenMP wait settings (the
-server's GOMP_SPINCOUNT=0, 10000, libgomp's default) of which the best is the reference.
+concurrency, B = min(concurrency, max_batch_size), run with one thread or all CPUs and with
+OpenMP threads that sleep at once or spin (libgomp's default); the best of the four is the
+reference.
 Rounds alternate server and engine runs, and the table shows medians over rounds (the machines
 are shared: single runs are noise).
 
 Models (random weights, tests/torch_vit.py; generated once into build/bench-server/):
-  fashion  Fashion-MNIST-shaped: 28x28 gray, patch 4, width 192, 12 blocks, 10 classes (the
-           shape the default model is trained at; models/fashion-vit/model.safetensors is used
-           instead when it exists);
+  fashion  the default model's shape (engine/train.c preset "fashion"): 28x28 gray, patch 7,
+           width 64, 4 heads, MLP 256, 12 blocks, 10 classes; models/fashion-vit/model.safetensors
+           itself is used when it exists;
   deit_s   DeiT-S: 224x224 RGB, patch 16, width 384, 6 heads, 12 blocks, 1000 classes.
 Request bodies: a 28x28 PNG for fashion; for deit_s a 256x256 JPEG (an image a client has
 already scaled), plus a row with the 493x356 butterfly photo at concurrency 16, where decoding
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -70,7 +72,8 @@ def make_inputs():
 def make_models(names):
     sys.path.insert(0, HERE)
     import torch_vit as tv
-    shapes = {"fashion": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, num_heads=3, depth=12, num_classes=10),
+    shapes = {"fashion": dict(img_size=28, patch_size=7, in_chans=1, embed_dim=64, num_heads=4, depth=12, mlp_dim=256,
+                              num_classes=10),
               "deit_s": dict(img_size=224, patch_size=16, embed_dim=384, num_heads=6, depth=12, num_classes=1000)}
     paths = {}
     for n in names:
@@ -87,21 +90,27 @@ def make_models(names):
 SPINCOUNT = "0"  # vitd serve's default gomp_spincount
 
 
-# The engine alone under three OpenMP wait settings; the server is compared with the best.
-# libgomp's default spins ~300,000 iterations at every barrier, which collapses when other
-# processes share the CPUs; 0 (the server's setting) sleeps at once; 10,000 is in between.
-ENGINE_ENVS = {"spin0": {"GOMP_SPINCOUNT": SPINCOUNT}, "spin10000": {"GOMP_SPINCOUNT": "10000"}, "default": {}}
+# The engine alone under four settings, the server compared with the best of them: one
+# thread or all CPUs, and OpenMP threads that sleep at once (GOMP_SPINCOUNT=0, the server's
+# setting) or spin as libgomp does by default (~300,000 iterations, which collapses when other
+# processes share the CPUs).
+ENGINE_SETTINGS = [("t1/spin0", 1, {"GOMP_SPINCOUNT": SPINCOUNT}), ("all/spin0", 0, {"GOMP_SPINCOUNT": SPINCOUNT}),
+                   ("t1/default", 1, {}), ("all/default", 0, {})]
 
 
-def engine(model, batch, seconds, wait_env):
-    """`vitd bench` images/s with the OpenMP wait setting wait_env."""
+def engine(model, batch, seconds, threads, wait_env):
+    """`vitd bench` images/s with `threads` OpenMP threads (0: all CPUs) and the wait setting."""
     env = dict(os.environ)
     env.pop("GOMP_SPINCOUNT", None)
     env.pop("OMP_WAIT_POLICY", None)
     env.update(wait_env)
+    ru0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
     r = subprocess.run([VITD, "bench", "--model", model, "--batch", str(batch), "--seconds", str(seconds),
-                        "--reps", "3", "--json"], capture_output=True, text=True, check=True, env=env)
-    return json.loads(r.stdout)["images_per_s"]
+                        "--threads", str(threads), "--reps", "3", "--json"], capture_output=True, text=True, check=True, env=env)
+    ru1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+    cpu_frac = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / (t1 - t0)
+    ips = json.loads(r.stdout)["images_per_s"]
+    return ips, ips / max(cpu_frac, 1e-9)  # images/s, images per CPU-second
 
 
 class Server:
@@ -122,6 +131,10 @@ class Server:
                 break
             time.sleep(0.05)
         raise SystemExit(f"server did not start:\n{open(log).read()}")
+
+    def cpu_seconds(self):
+        st = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     def batch_stats(self, name):
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics").read().decode()
@@ -185,15 +198,19 @@ def main():
             for rnd in range(a.rounds):
                 for i, (conns, (body, ctype, what)) in enumerate(cases):
                     loads.append(load_avg())
-                    b0 = srv.batch_stats(name)
+                    b0, c0 = srv.batch_stats(name), srv.cpu_seconds()
                     w = wrk(srv.port, name, body, ctype, conns, secs, lua)
-                    b1 = srv.batch_stats(name)
+                    b1, c1 = srv.batch_stats(name), srv.cpu_seconds()
+                    srv_eff = w["ips"] / max((c1 - c0) / (w["duration_us"] / 1e6), 1e-9)
                     B = min(conns, MAX_BATCH)
-                    es = {k: engine(models[name], B, esecs, v) for k, v in ENGINE_ENVS.items()}
-                    e = max(es.values())
+                    es = {k: engine(models[name], B, esecs, t, v) for k, t, v in ENGINE_SETTINGS}
+                    best = max(es, key=lambda k: es[k][0])
+                    e, e_eff = es[best]
                     r = res[i]
                     for k, v in es.items():
-                        r.setdefault(k, []).append(v)
+                        r.setdefault(k, []).append(v[0])
+                    r.setdefault("eff", []).append(srv_eff / e_eff)
+                    es = {k: v[0] for k, v in es.items()}
                     r["srv"].append(w["ips"])
                     r["p50"].append(w["p50_us"] / 1e3)
                     r["p99"].append(w["p99_us"] / 1e3)
@@ -203,7 +220,7 @@ def main():
                     print(f"  round {rnd + 1} {name} c={conns} {what}: server {w['ips']:.1f} img/s "
                           f"(p50 {w['p50_us'] / 1e3:.1f} ms, p99 {w['p99_us'] / 1e3:.1f} ms, mean batch {r['batch'][-1]:.2f}), "
                           f"engine batch {B} best {e:.1f} img/s ({', '.join(f'{k} {v:.1f}' for k, v in es.items())}), "
-                          f"ratio {w['ips'] / e:.2f}", flush=True)
+                          f"ratio {w['ips'] / e:.2f}, per CPU-second {r['eff'][-1]:.2f}", flush=True)
         finally:
             srv.stop()
         for i, (conns, (body, ctype, what)) in enumerate(cases):
@@ -212,18 +229,22 @@ def main():
             ratios = [s / e for s, e in zip(r["srv"], r["eng"])]
             rows.append((name, what, conns, med(r["srv"]), min(r["srv"]), max(r["srv"]), med(r["p50"]), med(r["p99"]),
                          med(r["batch"]), min(conns, MAX_BATCH), med(r["eng"]), min(r["eng"]), max(r["eng"]),
-                         "/".join(f"{med(r[k]):.1f}" for k in ENGINE_ENVS), med(ratios), r["err"]))
+                         " / ".join(f"{med(r[k]):.1f}" for k, _, _ in ENGINE_SETTINGS), med(ratios), med(r["eff"]), r["err"]))
     head = ("| model | request | conc. | server img/s (median, min-max) | p50 ms | p99 ms | mean batch | engine batch | "
-            "engine img/s, best setting (median, min-max) | engine " + "/".join(ENGINE_ENVS) + " | server/engine | errors |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "engine img/s, best setting (median, min-max) | engine " + " / ".join(k for k, _, _ in ENGINE_SETTINGS) +
+            " | server/engine | per CPU-second | errors |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(f"| {n} | {w} | {c} | {s:.1f} ({lo:.1f}-{hi:.1f}) | {p50:.1f} | {p99:.1f} | {mb:.2f} | {B} | "
-                   f"{e:.1f} ({elo:.1f}-{ehi:.1f}) | {ev} | {ra:.2f} | {err} |\n"
-                   for n, w, c, s, lo, hi, p50, p99, mb, B, e, elo, ehi, ev, ra, err in rows)
+                   f"{e:.1f} ({elo:.1f}-{ehi:.1f}) | {ev} | {ra:.2f} | {ef:.2f} | {err} |\n"
+                   for n, w, c, s, lo, hi, p50, p99, mb, B, e, elo, ehi, ev, ra, ef, err in rows)
     note = (f"\n{a.rounds} rounds, {a.seconds:g} s per server run ({a.seconds * 2.5:g} s for deit_s), wrk -t1 closed loop, "
             f"after a warm-up run; max_batch_size {MAX_BATCH}, "
-            f"max_queue_delay_us 0, gomp_spincount {SPINCOUNT}. Engine: vitd bench --batch B --json (3 s, 6 s for deit_s) under "
-            f"GOMP_SPINCOUNT={SPINCOUNT} (the server's setting), GOMP_SPINCOUNT=10000 and libgomp's default; "
-            f"server/engine is the median over rounds of the server against the best of the three in that round. "
+            f"max_queue_delay_us 0, gomp_spincount {SPINCOUNT}, threads auto (1 for fashion, 2 for deit_s). Engine: "
+            f"vitd bench --batch B --json (3 s, 6 s for deit_s) with 1 thread or all CPUs, GOMP_SPINCOUNT={SPINCOUNT} "
+            f"or libgomp's default spinning; server/engine is the median over rounds of the server against the best "
+            f"of the four in that round. Per CPU-second: the server's images per CPU-second of its whole process (HTTP "
+            f"threads included, wrk excluded) over the best engine setting's images per CPU-second of vitd bench, i.e. "
+            f"the ratio with the CPU share other work took away divided out. "
             f"Load average during the runs: median {statistics.median(loads):.2f}, "
             f"max {max(loads):.2f} (2 CPUs; above ~2 other work shared the machine).\n")
     text = head + body + note
