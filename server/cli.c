@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 unsigned char *cli_read_file(const char *path, size_t *len)
 {
@@ -80,4 +81,27 @@ int cli_float(const char *s, double *out)
     if (end == s || *end || errno) return -1;
     *out = v;
     return 0;
+}
+
+void cli_reexec_spincount(long spins, int argc, char **argv)
+{
+    if (spins < 0 || getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY") || getenv("VITD_OMP_REEXEC"))
+        return;
+    char v[32];
+    snprintf(v, sizeof v, "%ld", spins);
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (!args) return;
+    for (int i = 0; i < argc; i++) args[i] = argv[i];
+    setenv("GOMP_SPINCOUNT", v, 1);
+    setenv("VITD_OMP_REEXEC", "1", 1);
+    /* the binary's own path, so ps and top still say "vitd" (not "exe") */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        execv(self, args);
+    }
+    /* still here: run with libgomp's default */
+    unsetenv("GOMP_SPINCOUNT");
+    free(args);
 }

@@ -30,6 +30,11 @@ int cli_parse_blocks(const char *s, int limit, unsigned long long *mask);
  * *i past a separate value) when argv[*i] is opt, 0 when it is not, -1 (after printing a
  * message) when the value is missing. With val == NULL, matches a flag without value. */
 int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val);
+/* GNU OpenMP reads GOMP_SPINCOUNT when the program is loaded, so setting it means running
+ * the program again: unless the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY, re-executes
+ * argv (the full command line, argv[0] included) with GOMP_SPINCOUNT=spins. Returns only when
+ * it did not re-execute (already done, the user's setting wins, spins < 0, or exec failed). */
+void cli_reexec_spincount(long spins, int argc, char **argv);
 /* Strict number parsing; 0 on success, -1 on garbage or out of [lo, hi]. */
 int cli_int(const char *s, long lo, long hi, long *out);
 int cli_float(const char *s, double *out);
