@@ -33,10 +33,13 @@ static conf_t g_conf; /* immutable once loaded */
 /* GNU OpenMP reads GOMP_SPINCOUNT when the program is loaded, before main: the only way to
  * set it from the configuration is to run the program again with it in the environment.
  * A waiting OpenMP thread spins (by default ~300,000 iterations) before it sleeps; when other
- * threads want the same cores (here: the HTTP threads decoding the next batch, or any other
- * process) the spinning burns the time slices its partner needs. Measured on 2 shared cores
- * (docs/serving.md): `vitd bench` of a 12-block ViT gets 100 images/s at batch 1 with 0
- * spins, 18 with 10,000, under 1 with the default; so the server sleeps at once (0). */
+ * threads want the same cores (the HTTP threads decoding the next batch, or any other
+ * process) the spinning burns the time slices its partner needs, at each of the ~100 parallel
+ * regions of a forward pass. Measured on 2 shared CPUs (docs/serving.md): a 12-block ViT at
+ * batch 1 runs at under 1 image/s with the default, 18 with 10,000 spins, 63-66 with 1,000,
+ * 100-108 with 0; idle, 0 costs ~40% against 1,000 (main.c's measurement for the other
+ * commands); the server itself showed no difference between 0 and 1,000 under load. So 1,000,
+ * as for every other vitd command. */
 static void apply_spincount(int argc, char **argv)
 {
     if (g_conf.gomp_spincount < 0 || getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY") ||

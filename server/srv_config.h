@@ -49,7 +49,7 @@
     X(B, access_log, "true", 0, 0, "one log line per request") \
     X(F, log_format, "text", "text|json", 0, "log lines as text or JSON Lines") \
     X(I, worker_nice, "5", 0, 19, "nice value added to the inference workers (and their OpenMP teams), so HTTP threads go first") \
-    X(I, gomp_spincount, "0", -1, 1000000000, "GNU OpenMP spin iterations before a waiting thread sleeps (0: at once; -1: libgomp's default)")
+    X(I, gomp_spincount, "1000", -1, 1000000000, "GNU OpenMP spin iterations before a waiting thread sleeps (0: at once; -1: libgomp's default)")
 
 typedef struct {
     char name[CONF_NAME_MAX + 1];
