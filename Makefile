@@ -72,6 +72,6 @@ run: $(BUILD)/vitd
 	$(BUILD)/vitd serve --host 127.0.0.1 --port 8080
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 -include $(ENGINE_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TESTLIB_OBJ:.o=.d) $(TEST_BIN:=.d)
