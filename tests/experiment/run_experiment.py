@@ -286,6 +286,10 @@ def write_doc(a, cache, ks, seeds, entropy_table):
                      if cst else
                      f"| {k} | {'not run' if n is None else f'{n:.2f}'} | {'not run' if f is None else f'{f:.2f}'} | "
                      f"{rtxt} | {sel_n.get('chosen', '')} | {sel_f.get('chosen', '')} | | | |")
+        if part == "b" and not any(top1(f"b/{st}/k{k}") is not None for st in ("nose", "first") for k in ks):
+            L.append("\nPart (b) has not been run for this version of the document: "
+                     "`tests/experiment/run_experiment.py --part b` runs it (and keeps part (a)'s cached "
+                     "results); it costs one fine-tuning per distinct removed set plus the control.")
         if part == "b":
             if ctrl and "top1" in ctrl:
                 L.append(f"\nDense control (fine-tuned {a.epochs} epochs, nothing removed): top-1 **{100 * ctrl['top1']:.2f}%**.")
