@@ -21,6 +21,7 @@ usage: tests/experiment/select_speedup.py [--reps 3] [--images 64] [--k 6] [--ba
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -87,14 +88,18 @@ def main():
                    "--out", os.path.join(a.work, f"pruned_{mode}.safetensors"), "--report", rpath]
             if mode == "naive":
                 cmd.append("--naive")
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             r = json.load(open(rpath))
+            r["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             runs[mode].append(r)
-            print(f"rep {rep} {mode}: {r['seconds']:.2f} s, {r['passes']} passes, {r['blocks_run']} blocks, "
+            print(f"rep {rep} {mode}: {r['seconds']:.2f} s, {r['cpu']:.2f} s CPU, {r['passes']} passes, {r['blocks_run']} blocks, "
                   f"chosen {r['chosen']}", flush=True)
     same = all(r["steps"] == runs["reuse"][0]["steps"] and r["baseline_h"] == runs["reuse"][0]["baseline_h"]
                for r in runs["reuse"] + runs["naive"])
     med = {m: statistics.median(r["seconds"] for r in runs[m]) for m in runs}
+    cpu = {m: statistics.median(r["cpu"] for r in runs[m]) for m in runs}
     lo = {m: min(r["seconds"] for r in runs[m]) for m in runs}
     hi = {m: max(r["seconds"] for r in runs[m]) for m in runs}
     blocks = {m: runs[m][0]["blocks_run"] for m in runs}
@@ -104,13 +109,14 @@ def main():
         f"batch {a.batch}, {a.reps} alternating runs per mode (median, range), OMP_WAIT_POLICY="
         f"{env['OMP_WAIT_POLICY']}, load average before the runs {load0}; chosen {runs['reuse'][0]['chosen']}",
         "",
-        "| mode | selection time (s) | forward passes | blocks computed |",
-        "|---|---|---|---|",
+        "| mode | selection wall time (s) | process CPU time (s) | forward passes | blocks computed |",
+        "|---|---|---|---|---|",
     ]
     for m in ("naive", "reuse"):
-        lines.append(f"| {m} | {med[m]:.2f} ({lo[m]:.2f}-{hi[m]:.2f}) | {passes[m]} | {blocks[m]} |")
+        lines.append(f"| {m} | {med[m]:.2f} ({lo[m]:.2f}-{hi[m]:.2f}) | {cpu[m]:.1f} | {passes[m]} | {blocks[m]} |")
     lines += ["",
-              f"speed-up of activation reuse: {med['naive'] / med['reuse']:.2f}x in time "
+              f"speed-up of activation reuse: {med['naive'] / med['reuse']:.2f}x in wall time, "
+              f"{cpu['naive'] / cpu['reuse']:.2f}x in CPU time "
               f"(blocks computed: {blocks['naive'] / blocks['reuse']:.2f}x fewer); "
               f"reports identical in both modes: {'yes' if same else 'NO'}"]
     text = "\n".join(lines)
