@@ -77,21 +77,6 @@ struct tr_model {
 /* Gradient of parameter p (a pointer into m->params) in shard s. */
 #define GRAD(m, s, p) ((p) ? (s)->grads + ((p) - (m)->params) : NULL)
 
-static int64_t dim_of(const vit_config *c, int d)
-{
-    switch (d) {
-    case DIM_1: return 1;
-    case DIM_D: return c->dim;
-    case DIM_3D: return 3 * (int64_t)c->dim;
-    case DIM_F: return c->mlp_dim;
-    case DIM_N: return vit_tokens(c);
-    case DIM_C: return c->channels;
-    case DIM_P: return c->patch;
-    case DIM_K: return c->classes;
-    }
-    return 0;
-}
-
 /* ---- construction ------------------------------------------------------------------------- */
 
 static void add_tensor(tr_model *m, const param_spec *s, int block, int is_global_matrix)
@@ -102,7 +87,7 @@ static void add_tensor(tr_model *m, const param_spec *s, int block, int is_globa
     else snprintf(t->name, sizeof t->name, "%s", s->name);
     t->numel = 1;
     for (int i = 0; i < 4 && s->d[i] != DIM_NONE; i++) {
-        t->shape[t->ndim++] = dim_of(&m->cfg, s->d[i]);
+        t->shape[t->ndim++] = vit_dim_value(&m->cfg, s->d[i]);
         t->numel *= (size_t)t->shape[t->ndim - 1];
     }
     t->offset = m->numel;

@@ -78,7 +78,10 @@ struct vit_model {
     int keep_plain;
 };
 
-/* Bytes of a (rows, cols) matrix, 64-aligned alloc helper shared by both files. */
+/* The size of a symbolic dimension (DIM_*) for configuration c; -1 for DIM_NONE. */
+int64_t vit_dim_value(const vit_config *c, int d);
+
+/* 64-byte aligned allocation (free() it), shared by the loader and the runners. */
 void *vit_alloc(size_t bytes);
 
 #endif

@@ -42,7 +42,7 @@ int vit_tokens(const vit_config *c)
     return 1 + c->distilled + g * g;
 }
 
-static int64_t dim_value(const vit_config *c, int d)
+int64_t vit_dim_value(const vit_config *c, int d)
 {
     switch (d) {
     case DIM_1: return 1;
@@ -78,7 +78,7 @@ static vt_status check_shape(const vit_config *c, const param_spec *s, const st_
 {
     int64_t want[4];
     int nd = spec_ndim(s);
-    for (int i = 0; i < nd; i++) want[i] = dim_value(c, s->d[i]);
+    for (int i = 0; i < nd; i++) want[i] = vit_dim_value(c, s->d[i]);
     int ok = t->ndim == nd;
     for (int i = 0; ok && i < nd; i++) ok = t->shape[i] == want[i];
     if (ok) return VT_OK;
