@@ -27,13 +27,6 @@
 #include "safetensors.h"
 #include "vit_internal.h"
 
-typedef struct { const char *name; int d[4]; int attn; int matrix; int distilled; } param_spec;
-#define X_BLOCK(slot, name, d0, d1, attn, mat) {name, {d0, d1, DIM_NONE, DIM_NONE}, attn, mat, 0},
-static const param_spec block_specs[BP_COUNT] = {VIT_BLOCK_PARAMS(X_BLOCK)};
-#undef X_BLOCK
-#define X_GLOBAL(slot, name, d0, d1, d2, d3, dist) {name, {d0, d1, d2, d3}, 0, 0, dist},
-static const param_spec global_specs[GP_COUNT] = {VIT_GLOBAL_PARAMS(X_GLOBAL)};
-#undef X_GLOBAL
 
 /* Activations for max_batch images; X and H per block, the rest as listed in the header. */
 typedef struct {
@@ -79,7 +72,7 @@ struct tr_model {
 
 /* ---- construction ------------------------------------------------------------------------- */
 
-static void add_tensor(tr_model *m, const param_spec *s, int block, int is_global_matrix)
+static void add_tensor(tr_model *m, const vit_param_spec *s, int block, int is_global_matrix)
 {
     tr_tensor *t = &m->t[m->nt++];
     memset(t, 0, sizeof *t);
@@ -122,12 +115,12 @@ static vt_status alloc_model(const vit_config *c, tr_model **out, char *err, siz
     m->t = calloc((size_t)(GP_COUNT + c->depth * BP_COUNT), sizeof *m->t);
     if (!m->t) { free(m); return vt_err(err, errlen, VT_ENOMEM, "out of memory"); }
     for (int s = 0; s < GP_COUNT; s++) {
-        if (global_specs[s].distilled && !c->distilled) continue;
-        add_tensor(m, &global_specs[s], -1, s == GP_PATCH_W || s == GP_HEAD_W || s == GP_HEADD_W);
+        if (vit_global_specs[s].distilled && !c->distilled) continue;
+        add_tensor(m, &vit_global_specs[s], -1, s == GP_PATCH_W || s == GP_HEAD_W || s == GP_HEADD_W);
     }
     for (int b = 0; b < c->depth; b++)
         for (int s = 0; s < BP_COUNT; s++)
-            if (!(block_specs[s].attn && ((c->removed >> b) & 1))) add_tensor(m, &block_specs[s], b, 0);
+            if (!(vit_block_specs[s].attn && ((c->removed >> b) & 1))) add_tensor(m, &vit_block_specs[s], b, 0);
     m->params = vit_alloc(m->numel * sizeof(float));
     m->grads = vit_alloc(m->numel * sizeof(float));
     if (!m->params || !m->grads) { tr_free(m); return vt_err(err, errlen, VT_ENOMEM, "out of memory for %zu parameters", m->numel); }
@@ -135,7 +128,7 @@ static vt_status alloc_model(const vit_config *c, tr_model **out, char *err, siz
     memset(m->grads, 0, m->numel * sizeof(float));
     int k = 0;
     for (int s = 0; s < GP_COUNT; s++) {
-        if (global_specs[s].distilled && !c->distilled) continue;
+        if (vit_global_specs[s].distilled && !c->distilled) continue;
         m->gp[s] = m->params + m->t[k].offset;
         k++;
     }
@@ -143,7 +136,7 @@ static vt_status alloc_model(const vit_config *c, tr_model **out, char *err, siz
         int has_attn = !((c->removed >> b) & 1);
         m->lambda[b] = has_attn ? 1.0f : 0.0f;
         for (int s = 0; s < BP_COUNT; s++) {
-            if (block_specs[s].attn && !has_attn) continue;
+            if (vit_block_specs[s].attn && !has_attn) continue;
             m->bp[b][s] = m->params + m->t[k].offset;
             k++;
         }
@@ -217,12 +210,12 @@ vt_status tr_load(const char *path, tr_model **out, char *err, size_t errlen)
     tr_model *m = NULL;
     if ((st = alloc_model(&vm->cfg, &m, err, errlen))) goto done;
     for (int s = 0; s < GP_COUNT; s++)
-        if (m->gp[s]) memcpy(m->gp[s], vm->g[s], tr_find(m, global_specs[s].name)->numel * sizeof(float));
+        if (m->gp[s]) memcpy(m->gp[s], vm->g[s], tr_find(m, vit_global_specs[s].name)->numel * sizeof(float));
     for (int b = 0; b < m->cfg.depth; b++)
         for (int s = 0; s < BP_COUNT; s++) {
             if (!m->bp[b][s]) continue;
             char name[96];
-            snprintf(name, sizeof name, "blocks.%d.%s", b, block_specs[s].name);
+            snprintf(name, sizeof name, "blocks.%d.%s", b, vit_block_specs[s].name);
             memcpy(m->bp[b][s], vm->blocks[b].p[s], tr_find(m, name)->numel * sizeof(float));
         }
     if (vm->labels) st = tr_set_labels(m, (const char *const *)vm->labels, vm->cfg.classes);

@@ -78,6 +78,13 @@ struct vit_model {
     int keep_plain;
 };
 
+/* One parameter: its timm name (a block's suffix after "blocks.N."), shape in DIM_* terms,
+ * whether it belongs to the attention half of a block, whether it is a packed matrix, and
+ * whether only distilled models have it. Defined in vit_model.c from the tables above. */
+typedef struct { const char *name; int d[4]; int attn; int matrix; int distilled; } vit_param_spec;
+extern const vit_param_spec vit_block_specs[BP_COUNT];
+extern const vit_param_spec vit_global_specs[GP_COUNT];
+
 /* The size of a symbolic dimension (DIM_*) for configuration c; -1 for DIM_NONE. */
 int64_t vit_dim_value(const vit_config *c, int d);
 

@@ -20,13 +20,12 @@
 #include "ops.h"
 #include "safetensors.h"
 
-typedef struct { const char *name; int d[4]; int attn; int matrix; int distilled; } param_spec;
 
 #define X_BLOCK(slot, name, d0, d1, attn, mat) {name, {d0, d1, DIM_NONE, DIM_NONE}, attn, mat, 0},
-static const param_spec block_specs[BP_COUNT] = {VIT_BLOCK_PARAMS(X_BLOCK)};
+const vit_param_spec vit_block_specs[BP_COUNT] = {VIT_BLOCK_PARAMS(X_BLOCK)};
 #undef X_BLOCK
 #define X_GLOBAL(slot, name, d0, d1, d2, d3, dist) {name, {d0, d1, d2, d3}, 0, 0, dist},
-static const param_spec global_specs[GP_COUNT] = {VIT_GLOBAL_PARAMS(X_GLOBAL)};
+const vit_param_spec vit_global_specs[GP_COUNT] = {VIT_GLOBAL_PARAMS(X_GLOBAL)};
 #undef X_GLOBAL
 
 void *vit_alloc(size_t bytes)
@@ -57,7 +56,7 @@ int64_t vit_dim_value(const vit_config *c, int d)
     return -1;
 }
 
-static int spec_ndim(const param_spec *s)
+static int spec_ndim(const vit_param_spec *s)
 {
     int n = 0;
     while (n < 4 && s->d[n] != DIM_NONE) n++;
@@ -73,7 +72,7 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
     if (k < n) snprintf(buf + k, n - k, "]");
 }
 
-static vt_status check_shape(const vit_config *c, const param_spec *s, const st_tensor *t,
+static vt_status check_shape(const vit_config *c, const vit_param_spec *s, const st_tensor *t,
                              char *err, size_t errlen)
 {
     int64_t want[4];
@@ -361,14 +360,14 @@ static vt_status load_block(vit_model *m, const st_file *f, int b, char *err, si
     char name[160];
     vt_status st;
     for (int s = 0; s < BP_COUNT; s++) {
-        if (removed && block_specs[s].attn) continue;
-        snprintf(name, sizeof name, "blocks.%d.%s", b, block_specs[s].name);
+        if (removed && vit_block_specs[s].attn) continue;
+        snprintf(name, sizeof name, "blocks.%d.%s", b, vit_block_specs[s].name);
         const st_tensor *t = st_find(f, name);
         if (!t) return vt_err(err, errlen, VT_ESHAPE, "tensor '%s' is missing", name);
-        if ((st = check_shape(c, &block_specs[s], t, err, errlen)) ||
+        if ((st = check_shape(c, &vit_block_specs[s], t, err, errlen)) ||
             (st = read_tensor(m, f, t, &blk->p[s], err, errlen)))
             return st;
-        if (!block_specs[s].matrix) m->bytes += t->numel * sizeof(float);
+        if (!vit_block_specs[s].matrix) m->bytes += t->numel * sizeof(float);
     }
     if (!removed) {
         /* Fold timm's scale Dh^-0.5 into the Q rows (the first D rows of qkv), so the
@@ -411,10 +410,10 @@ static vt_status check_names(const vit_config *c, const st_file *f, uint64_t mar
         const char *suf;
         int b = block_index(t->name, &suf), known = 0;
         if (b >= 0) {
-            for (int s = 0; s < BP_COUNT && !known; s++) known = !strcmp(suf, block_specs[s].name);
+            for (int s = 0; s < BP_COUNT && !known; s++) known = !strcmp(suf, vit_block_specs[s].name);
         } else {
             for (int s = 0; s < GP_COUNT && !known; s++)
-                known = !strcmp(t->name, global_specs[s].name) && (!global_specs[s].distilled || c->distilled);
+                known = !strcmp(t->name, vit_global_specs[s].name) && (!vit_global_specs[s].distilled || c->distilled);
         }
         if (!known) return vt_err(err, errlen, VT_EUNSUPPORTED, "tensor '%s' is not a parameter of a ViT/DeiT model", t->name);
         (void)marked;
@@ -432,10 +431,10 @@ static vt_status detect_removed(vit_config *c, const st_file *f, char *err, size
         int present = 0, absent = 0;
         const char *missing = NULL;
         for (int s = 0; s < BP_COUNT; s++) {
-            if (!block_specs[s].attn) continue;
-            snprintf(name, sizeof name, "blocks.%d.%s", b, block_specs[s].name);
+            if (!vit_block_specs[s].attn) continue;
+            snprintf(name, sizeof name, "blocks.%d.%s", b, vit_block_specs[s].name);
             if (st_find(f, name)) present++;
-            else { absent++; missing = block_specs[s].name; }
+            else { absent++; missing = vit_block_specs[s].name; }
         }
         if (present && absent)
             return vt_err(err, errlen, VT_ESHAPE, "tensor 'blocks.%d.%s' is missing (the block's other attention tensors are present)", b, missing);
@@ -505,15 +504,15 @@ vt_status vit_load(const char *path, const vit_load_opts *o, vit_model **out, ch
 
     /* globals: check every expected tensor's shape before reading anything */
     for (int s = 0; s < GP_COUNT; s++) {
-        if (global_specs[s].distilled && !c->distilled) continue;
-        const st_tensor *t = st_find(f, global_specs[s].name);
-        if (!t) { st = vt_err(err, errlen, VT_ESHAPE, "tensor '%s' is missing", global_specs[s].name); goto fail; }
-        if ((st = check_shape(c, &global_specs[s], t, err, errlen))) goto fail;
+        if (vit_global_specs[s].distilled && !c->distilled) continue;
+        const st_tensor *t = st_find(f, vit_global_specs[s].name);
+        if (!t) { st = vt_err(err, errlen, VT_ESHAPE, "tensor '%s' is missing", vit_global_specs[s].name); goto fail; }
+        if ((st = check_shape(c, &vit_global_specs[s], t, err, errlen))) goto fail;
     }
     if ((st = choose_layouts(m, err, errlen))) goto fail;
     for (int s = 0; s < GP_COUNT; s++) {
-        if (global_specs[s].distilled && !c->distilled) continue;
-        const st_tensor *t = st_find(f, global_specs[s].name);
+        if (vit_global_specs[s].distilled && !c->distilled) continue;
+        const st_tensor *t = st_find(f, vit_global_specs[s].name);
         if ((st = read_tensor(m, f, t, &m->g[s], err, errlen))) goto fail;
         if (s != GP_PATCH_W && s != GP_HEAD_W && s != GP_HEADD_W) m->bytes += t->numel * sizeof(float);
     }
