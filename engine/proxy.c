@@ -117,6 +117,10 @@ int proxy_available(const proxy_set *p) { return p->available; }
 const char *proxy_first_error(const proxy_set *p) { return p->first_error; }
 const char *proxy_source(const proxy_set *p) { return ds_source(p->ds); }
 
+int proxy_label(const proxy_set *p, int i) { return ds_label(p->ds, p->idx[i]); }
+int proxy_classes(const proxy_set *p) { return ds_classes(p->ds); }
+const char *proxy_class_name(const proxy_set *p, int k) { return ds_class_name(p->ds, k); }
+
 ent_images proxy_images(proxy_set *p)
 {
     return (ent_images){.count = p->count, .read = read_images, .ctx = p};

@@ -42,6 +42,12 @@ int proxy_failed(const proxy_set *p);         /* images that failed to decode */
 int proxy_available(const proxy_set *p);      /* images in the split */
 const char *proxy_first_error(const proxy_set *p); /* "" when none failed */
 const char *proxy_source(const proxy_set *p); /* the files read */
+/* Labels of the sampled images, for a check that needs them (the selection does not): the
+ * data set's class of image i (0 <= i < proxy_count, in sample order), the number of classes
+ * and the name of class k (an ImageFolder's sorted folder names). */
+int proxy_label(const proxy_set *p, int i);
+int proxy_classes(const proxy_set *p);
+const char *proxy_class_name(const proxy_set *p, int k);
 /* The images as the selection reads them; borrowed from p (valid until proxy_free). */
 ent_images proxy_images(proxy_set *p);
 

@@ -171,6 +171,7 @@ static vt_status nose(run *R, ent_stats *stats, ent_stats *base, char *err, size
         }
         res->chosen[s] = best;
         S |= 1ull << best;
+        if (R->o->on_step) R->o->on_step(R->o->step_ctx, res, s);
     }
     res->t_chosen = res->score[res->k - 1][res->chosen[res->k - 1]];
     return VT_OK;

@@ -50,6 +50,8 @@
 typedef enum { SEL_NOSE, SEL_FIRST, SEL_RANDOM } sel_strategy;
 typedef enum { SEL_AT_LOGITS, SEL_AT_FEATURE } sel_measure;
 
+typedef struct sel_result sel_result;
+
 const char *sel_strategy_name(sel_strategy s);                 /* "nose", "first", "random" */
 int sel_strategy_parse(const char *name, sel_strategy *out);   /* 0 ok, -1 unknown */
 const char *sel_measure_name(sel_measure m);                   /* "logits", "feature" */
@@ -62,10 +64,14 @@ typedef struct {
     int batch;          /* images per forward pass, 1..64; 0 means 8 */
     int naive;          /* SEL_NOSE: recompute every pass from the images (no reuse) */
     int evaluate;       /* SEL_FIRST/SEL_RANDOM: also measure H_full and T(chosen) */
+    /* SEL_NOSE, optional: called on the computing thread after greedy step `step` is decided,
+     * with the result so far (score[step][*] and chosen[step] are final; h_full is set). */
+    void (*on_step)(void *ctx, const sel_result *r, int step);
+    void *step_ctx;
 } sel_opts;
 
 /* The outcome, and the whole NOSE score table. About 34 KB: allocate it. */
-typedef struct {
+struct sel_result {
     sel_strategy strategy;
     sel_measure measure;
     int naive;
@@ -85,7 +91,7 @@ typedef struct {
     long passes;                /* forward passes run (a resumed one counts as one) */
     long blocks_run;            /* transformer blocks computed over all passes */
     double seconds;             /* wall time of sel_run */
-} sel_result;
+};
 
 /* Chooses o->k blocks of m. src is needed by SEL_NOSE and by evaluate (>= 2 images); it may
  * be NULL for first/random without evaluate. ctl may be NULL. out is filled on success and

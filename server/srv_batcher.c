@@ -95,6 +95,26 @@ static void warm_up(bat_queue *q, reg_version *v)
     pthread_mutex_unlock(&g_cpu);
 }
 
+vt_status bat_warm_here(reg_version *v, char *err, size_t errlen)
+{
+    const vit_config *c = reg_version_config(v);
+    vit_runner *r = reg_version_runner(v);
+    size_t per = (size_t)c->channels * c->image_size * c->image_size;
+    int B = vit_runner_max_batch(r);
+    float *x = malloc(per * B * sizeof *x), *y = malloc((size_t)c->classes * B * sizeof *y);
+    vt_status st = VT_OK;
+    if (!x || !y) st = vt_err(err, errlen, VT_ENOMEM, "out of memory for warm-up");
+    uint32_t s = 12345;
+    for (size_t i = 0; x && i < per * B; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = (float)(s >> 8) / (float)(1 << 24) * 2.0f - 1.0f;
+    }
+    for (int b = 1; b <= B && !st; b++) st = vit_forward(r, x, b, y, NULL, err, errlen);
+    free(x);
+    free(y);
+    return st;
+}
+
 /* Unlinks job j (prev is its predecessor or NULL). Caller holds the lock. */
 static void unlink_job(bat_queue *q, bat_job *prev, bat_job *j)
 {

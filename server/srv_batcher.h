@@ -80,6 +80,13 @@ int bat_has_room(bat_queue *q, int n);
  * first requests do not pay for building oneDNN primitives. Blocks until done. */
 vt_status bat_warm(bat_queue *q, reg_version *v, char *err, size_t errlen);
 
+/* The same warm-up on the calling thread, for a version that is not published yet (an admin
+ * job builds it beside the served one; a runner may move between threads, vit.h): a forward
+ * pass at every batch size 1..its runner's max batch, on the caller's OpenMP team and at the
+ * caller's priority. It does not take the process-wide forward lock, so a low-priority
+ * caller never holds up the workers. */
+vt_status bat_warm_here(reg_version *v, char *err, size_t errlen);
+
 /* Answers every queued job that has not started with BAT_DRAINED, and refuses new jobs
  * from then on (bat_submit returns -2). */
 void bat_fail_queued(bat_queue *q);

@@ -17,6 +17,9 @@ static const int codes[] = {200, 202, 400, 401, 404, 405, 409, 413, 415, 431, 50
 static const double lat_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                     0.25, 0.5, 1, 2.5, 5, 10, 30};
 static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64};
+static const double job_bounds[] = {1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200};
+static const char *const job_states[] = {"succeeded", "failed", "cancelled"};
+#define NJOB_STATES 3
 #define NB(a) (int)(sizeof a / sizeof a[0])
 
 typedef struct {
@@ -29,6 +32,9 @@ static int g_nendpoints;
 static endpoint_series g_ep[MAX_ENDPOINTS + 1]; /* last one: "other" */
 static met_hist g_decode;
 static _Atomic int64_t g_inflight;
+static _Atomic uint64_t g_jobs[NJOB_STATES];
+static met_hist g_job_duration = {.bounds = job_bounds, .nb = (int)(sizeof job_bounds / sizeof job_bounds[0])};
+static _Atomic int g_job_running;
 static met_model *g_models;
 static pthread_mutex_t g_models_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -104,6 +110,15 @@ void met_request(int endpoint, int status, double seconds)
 
 void met_decode(double seconds) { met_observe(&g_decode, seconds); }
 void met_inflight(int delta) { atomic_fetch_add_explicit(&g_inflight, delta, memory_order_relaxed); }
+
+void met_job_finished(const char *state, double seconds)
+{
+    for (int i = 0; i < NJOB_STATES; i++)
+        if (!strcmp(job_states[i], state)) atomic_fetch_add_explicit(&g_jobs[i], 1, memory_order_relaxed);
+    met_observe(&g_job_duration, seconds);
+}
+
+void met_job_running(int running) { atomic_store(&g_job_running, running); }
 
 /* ---- rendering ------------------------------------------------------------------------ */
 
@@ -215,6 +230,13 @@ char *met_render(size_t *len)
         }
     }
     pthread_mutex_unlock(&g_models_lock);
+    header(&t, "vitd_admin_jobs_total", "counter", "Admin jobs finished, by final state.");
+    for (int i = 0; i < NJOB_STATES; i++)
+        tprintf(&t, "vitd_admin_jobs_total{state=\"%s\"} %llu\n", job_states[i], (unsigned long long)atomic_load(&g_jobs[i]));
+    header(&t, "vitd_admin_job_duration_seconds", "histogram", "Duration of a finished admin job.");
+    hist(&t, "vitd_admin_job_duration_seconds", "", &g_job_duration);
+    header(&t, "vitd_admin_job_running", "gauge", "1 while an admin job is queued or running.");
+    tprintf(&t, "vitd_admin_job_running %d\n", atomic_load(&g_job_running));
     header(&t, "process_resident_memory_bytes", "gauge", "Resident memory of the process.");
     tprintf(&t, "process_resident_memory_bytes %ld\n", rss_bytes());
     if (t.oom) { free(t.buf); return NULL; }

@@ -13,6 +13,9 @@
  *   vitd_model_active_version{model}              gauge    version number being served
  *   vitd_model_swaps_total{model}                 counter  active-version changes after start-up
  *   vitd_model_ready{model}                       gauge    1 when loaded and warmed
+ *   vitd_admin_jobs_total{state}                  counter  admin jobs finished: succeeded, failed, cancelled
+ *   vitd_admin_job_duration_seconds               histogram a finished job, start to end
+ *   vitd_admin_job_running                        gauge    1 while an admin job is queued or running
  *   process_resident_memory_bytes                 gauge    RSS (from /proc/self/statm)
  *
  * Threads: met_init once before threads start; met_model registers a model (any thread, the
@@ -59,6 +62,11 @@ void met_request(int endpoint, int status, double seconds); /* endpoint -1: "oth
 void met_decode(double seconds);
 void met_inflight(int delta);
 void met_observe(met_hist *h, double v);
+
+/* Admin jobs (srv_job.c): one finished with state "succeeded", "failed" or "cancelled"
+ * after `seconds`; the running gauge (0 or 1). */
+void met_job_finished(const char *state, double seconds);
+void met_job_running(int running);
 
 /* The whole exposition; malloc'd, caller frees. NULL when out of memory. */
 char *met_render(size_t *len);

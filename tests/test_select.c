@@ -439,6 +439,24 @@ static void test_fixed(void)
 
 /* ---- progress and cancellation ----------------------------------------------------------- */
 
+/* sel_opts.on_step: each step reported once, in order, with its final scores and choice */
+typedef struct {
+    int calls, order_ok;
+    int chosen[VIT_MAX_DEPTH];
+    double score[VIT_MAX_DEPTH][VIT_MAX_DEPTH];
+} step_log;
+
+static void on_step(void *ctx, const sel_result *r, int step)
+{
+    step_log *l = ctx;
+    if (step != l->calls) l->order_ok = 0;
+    if (step >= 0 && step < VIT_MAX_DEPTH) {
+        l->chosen[step] = r->chosen[step];
+        memcpy(l->score[step], r->score[step], sizeof l->score[step]);
+    }
+    l->calls++;
+}
+
 typedef struct {
     atomic_int cancel;
     int calls, stop_after, monotonic;
@@ -473,6 +491,21 @@ static void test_cancel(void)
         CHECK(p.monotonic && fabs(p.last - 1.0) < 1e-12, "naive %d: progress monotonic, ends at 1 (%.17g)", naive, p.last);
         CHECK(p.calls == r->passes, "one progress call per pass (%d vs %ld)", p.calls, r->passes);
         int total = p.calls;
+        step_log sl = {.order_ok = 1};
+        sel_opts os = o;
+        os.on_step = on_step;
+        os.step_ctx = &sl;
+        sel_result *r2 = malloc(sizeof *r2);
+        CHECK(run_sel(m, &src, os, NULL, r2) == VT_OK, "with on_step");
+        CHECK(sl.calls == 3 && sl.order_ok, "naive %d: on_step once per step, in order (%d calls)", naive, sl.calls);
+        for (int s = 0; s < 3 && s < sl.calls; s++) {
+            CHECK(sl.chosen[s] == r->chosen[s] && sl.chosen[s] == r2->chosen[s], "step %d: hook saw block %d, result %d", s,
+                  sl.chosen[s], r->chosen[s]);
+            for (int i = 0; i < 6; i++)
+                CHECK(same_double(sl.score[s][i], r->score[s][i]), "step %d block %d: hook score %.17g, result %.17g", s, i,
+                      sl.score[s][i], r->score[s][i]);
+        }
+        free(r2);
         p = (prog){.monotonic = 1, .stop_after = 7};
         CHECK(run_sel(m, &src, o, &ctl, r) == VT_ECANCELLED, "naive %d: cancelled mid-run", naive);
         CHECK(p.calls == 7 && total > 7, "naive %d: stopped at the next pass (%d calls of %d)", naive, p.calls, total);
