@@ -27,6 +27,7 @@
 #include "srv_log.h"
 #include "srv_metrics.h"
 #include "srv_registry.h"
+#include "srv_store.h"
 
 static conf_t g_conf; /* immutable once loaded */
 
@@ -125,6 +126,14 @@ int cmd_serve(int argc, char **argv)
     int n = g_conf.nmodels, exit_code = 1;
     bat_queue *queues[CONF_MAX_MODELS] = {0};
     reg_version *loaded[CONF_MAX_MODELS] = {0}; /* borrowed after publish, for warm-up */
+    /* The model store (srv_store.h): every configured checkpoint is imported into it, and what
+     * is served is the store's active version under the store's number, so a restart serves
+     * what was active (e.g. a pruned version 3), and a changed checkpoint becomes a new one. */
+    store *mstore = NULL;
+    if (store_open(g_conf.store_dir, &mstore, err, sizeof err)) {
+        log_msg(LOG_ERROR, "model store: %s", err);
+        goto done;
+    }
     for (int i = 0; i < n; i++) {
         const conf_model *cm = &g_conf.models[i];
         struct stat sb;
@@ -137,12 +146,25 @@ int cmd_serve(int argc, char **argv)
             goto done;
         }
         double t0 = mono_s();
+        int version;
+        store_version sv;
+        vt_status st = store_import(mstore, cm->name, cm->path, &version, err, sizeof err);
+        if (st) {
+            log_msg(LOG_ERROR, "model %s: %s (%s)", cm->name, err, vt_status_str(st));
+            goto done;
+        }
+        if (store_get(mstore, cm->name, version, &sv, NULL)) {
+            log_msg(LOG_ERROR, "model %s: version %d vanished from the store %s", cm->name, version, store_root(mstore));
+            goto done;
+        }
+        int pruned = store_prune_old(mstore, cm->name, (int)g_conf.keep_versions);
         reg_load_opts lo = {.max_batch = (int)g_conf.max_batch_size, .max_pixels = (uint64_t)g_conf.max_image_pixels,
                             .exif = g_conf.exif};
         reg_version *v;
-        vt_status st = reg_version_load(cm->path, &lo, &v, err, sizeof err);
+        st = reg_version_load(sv.dir, &lo, &v, err, sizeof err);
         if (st) {
-            log_msg(LOG_ERROR, "model %s: cannot load %s: %s (%s)", cm->name, cm->path, err, vt_status_str(st));
+            log_msg(LOG_ERROR, "model %s: cannot load version %d (%s): %s (%s)", cm->name, version, sv.dir, err,
+                    vt_status_str(st));
             goto done;
         }
         const vit_config *c = reg_version_config(v);
@@ -155,11 +177,11 @@ int cmd_serve(int argc, char **argv)
             reg_release(v);
             goto done;
         }
-        reg_publish(cm->name, v);
+        reg_publish_id(cm->name, v, version);
         loaded[i] = v;
-        log_msg(LOG_INFO, "model %s version %d: %s, image %d, channels %d, width %d, depth %d, %d removed, %d classes, "
-                          "%.1f GMAC per batch of %ld, %d OpenMP thread%s (%.0f ms)",
-                cm->name, reg_version_id(v), cm->path, c->image_size, c->channels, c->dim, c->depth,
+        log_msg(LOG_INFO, "model %s version %d (store %s, %s; %d old version%s deleted): %s, image %d, channels %d, width %d, "
+                          "depth %d, %d removed, %d classes, %.1f GMAC per batch of %ld, %d OpenMP thread%s (%.0f ms)",
+                cm->name, reg_version_id(v), sv.dir, sv.origin, pruned, pruned == 1 ? "" : "s", cm->path, c->image_size, c->channels, c->dim, c->depth,
                 __builtin_popcountll(c->removed), c->classes, vit_macs(c, 0) * g_conf.max_batch_size / 1e9,
                 g_conf.max_batch_size, threads, threads == 1 ? "" : "s", (mono_s() - t0) * 1e3);
     }
@@ -215,6 +237,7 @@ int cmd_serve(int argc, char **argv)
 done:
     for (int i = 0; i < n; i++) bat_free(queues[i]);
     reg_shutdown();
+    store_close(mstore);
     met_shutdown();
     return exit_code;
 }

@@ -49,7 +49,9 @@
     X(B, access_log, "true", 0, 0, "one log line per request") \
     X(F, log_format, "text", "text|json", 0, "log lines as text or JSON Lines") \
     X(I, worker_nice, "5", 0, 19, "nice value added to the inference workers (and their OpenMP teams), so HTTP threads go first") \
-    X(I, gomp_spincount, "1000", -1, 1000000000, "GNU OpenMP spin iterations before a waiting thread sleeps (0: at once; -1: libgomp's default)")
+    X(I, gomp_spincount, "1000", -1, 1000000000, "GNU OpenMP spin iterations before a waiting thread sleeps (0: at once; -1: libgomp's default)") \
+    X(S, store_dir, "store", 0, 0, "the versioned model store (<model>/<version>/ folders and state.json, server/srv_store.h); uploads spool in its .spool/") \
+    X(I, keep_versions, "5", 1, 256, "versions kept per model after a publish (the active one and its parent are always kept)")
 
 typedef struct {
     char name[CONF_NAME_MAX + 1];

@@ -133,36 +133,126 @@ int reg_add(const char *name, bat_queue *q, met_model *mm)
     return rc;
 }
 
-int reg_publish(const char *name, reg_version *v)
+/* Lists v first in s (newest first), active; unlists the entries beyond `keep` and any other
+ * entry with v's id into *dropped (the caller releases them outside the lock). */
+static void publish_locked(reg_slot *s, reg_version *v, reg_version **dropped)
 {
-    reg_version *dropped = NULL;
-    pthread_mutex_lock(&g_lock);
-    reg_slot *s = find(name);
-    if (!s) { pthread_mutex_unlock(&g_lock); return -1; }
     int swap = s->active != NULL;
-    v->slot = s;
-    v->id = ++s->last_id;
+    for (reg_version **p = &s->versions; *p;) { /* the same id published again replaces it */
+        if (*p != v && (*p)->id == v->id) {
+            reg_version *d = *p;
+            *p = d->next;
+            d->next = *dropped;
+            *dropped = d;
+        } else {
+            p = &(*p)->next;
+        }
+    }
     v->next = s->versions;
     s->versions = v;
     s->active = v;
-    /* keep the newest `keep` versions (the active one is the newest here) */
+    if (v->id > s->last_id) s->last_id = v->id;
+    /* keep the `keep` most recently published versions (the active one is the first) */
     reg_version **p = &s->versions;
     for (int k = 0; *p; k++) {
-        if (k >= g_keep) { dropped = *p; *p = NULL; break; }
+        if (k >= g_keep) {
+            reg_version *tail = *p;
+            *p = NULL;
+            while (tail) {
+                reg_version *next = tail->next;
+                tail->next = *dropped;
+                *dropped = tail;
+                tail = next;
+            }
+            break;
+        }
         p = &(*p)->next;
     }
     if (s->mm) {
         atomic_store(&s->mm->active_version, v->id);
         if (swap) atomic_fetch_add(&s->mm->swaps, 1);
     }
+}
+
+static void release_list(reg_version *v)
+{
+    while (v) { /* outside the lock: the last release frees weights */
+        reg_version *next = v->next;
+        reg_release(v);
+        v = next;
+    }
+}
+
+int reg_publish(const char *name, reg_version *v)
+{
+    reg_version *dropped = NULL;
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    if (!s) { pthread_mutex_unlock(&g_lock); return -1; }
+    v->slot = s;
+    v->id = s->last_id + 1;
+    publish_locked(s, v, &dropped);
     int id = v->id;
     pthread_mutex_unlock(&g_lock);
-    while (dropped) { /* outside the lock: the last release frees weights */
-        reg_version *next = dropped->next;
-        reg_release(dropped);
-        dropped = next;
-    }
+    release_list(dropped);
     return id;
+}
+
+int reg_publish_id(const char *name, reg_version *v, int id)
+{
+    reg_version *dropped = NULL;
+    if (id < 1) return -1;
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    if (!s) { pthread_mutex_unlock(&g_lock); return -1; }
+    v->slot = s;
+    v->id = id;
+    publish_locked(s, v, &dropped);
+    pthread_mutex_unlock(&g_lock);
+    release_list(dropped);
+    return id;
+}
+
+int reg_activate(const char *name, int id)
+{
+    reg_version *dropped = NULL, *v = NULL;
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    if (s) {
+        reg_version **p = &s->versions;
+        while (*p && (*p)->id != id) p = &(*p)->next;
+        if ((v = *p)) {
+            *p = v->next; /* relisted first by publish_locked */
+            if (s->active != v) publish_locked(s, v, &dropped);
+            else { v->next = s->versions; s->versions = v; }
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+    release_list(dropped);
+    return v ? 0 : -1;
+}
+
+int reg_has_version(const char *name, int id)
+{
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    int r = -1;
+    if (s) {
+        reg_version *v = s->versions;
+        while (v && v->id != id) v = v->next;
+        r = v != NULL;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
+
+int reg_active_id(const char *name)
+{
+    pthread_mutex_lock(&g_lock);
+    reg_slot *s = find(name);
+    int r = !s ? -1 : s->active ? s->active->id : 0;
+    pthread_mutex_unlock(&g_lock);
+    return r;
 }
 
 reg_version *reg_acquire(const char *name, int version)
@@ -232,6 +322,7 @@ int reg_versions(const char *name, int *ids, int max)
     reg_slot *s = find(name);
     for (reg_version *v = s ? s->versions : NULL; v && n < max; v = v->next) ids[n++] = v->id;
     pthread_mutex_unlock(&g_lock);
-    for (int i = 0; i < n / 2; i++) { int t = ids[i]; ids[i] = ids[n - 1 - i]; ids[n - 1 - i] = t; }
+    for (int i = 1; i < n; i++) /* listed by recency; ascending ids for the caller */
+        for (int j = i; j > 0 && ids[j - 1] > ids[j]; j--) { int t = ids[j]; ids[j] = ids[j - 1]; ids[j - 1] = t; }
     return n;
 }

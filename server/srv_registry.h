@@ -9,8 +9,9 @@
  * Reference counting (STYLE.md "a model is reference counted"):
  *   reg_version_load  -> a version with one reference, the caller's;
  *   reg_publish       -> the registry takes over that reference; the version becomes active;
- *                        the previously active one stays listed while within `keep`, else the
- *                        registry drops its reference;
+ *   reg_publish_id       the previously active one stays listed while within `keep` (the most
+ *                        recently published or activated versions), else the registry drops
+ *                        its reference;
  *   reg_acquire       -> +1 for a request (active version, or a listed version by number);
  *   reg_release       -> -1; at zero the runner and the weights are freed, on whichever thread
  *                        released last.
@@ -45,7 +46,7 @@ vt_status reg_version_load(const char *path, const reg_load_opts *o, reg_version
 
 /* What a request needs from a version (all borrowed while the caller holds a reference). */
 const char *reg_version_name(const reg_version *v);   /* model name ("" until published) */
-int reg_version_id(const reg_version *v);             /* 1, 2, ... (0 until published) */
+int reg_version_id(const reg_version *v);             /* the store's number (0 until published) */
 const char *reg_version_path(const reg_version *v);
 const vit_model *reg_version_model(const reg_version *v);
 const vit_config *reg_version_config(const reg_version *v);
@@ -65,6 +66,23 @@ int reg_add(const char *name, bat_queue *q, met_model *mm);
  * Returns the version number, or -1 when the name is unknown (the reference is then still
  * the caller's). */
 int reg_publish(const char *name, reg_version *v);
+
+/* The same with the version number given (the model store's number, srv_store.h), for start-up
+ * and hot swap: v becomes the active version `id` of `name`. A listed version with the same id
+ * is unlisted (the registry drops its reference; requests holding it finish on it). Returns
+ * id, or -1 when the name is unknown or id < 1 (the reference is then still the caller's). */
+int reg_publish_id(const char *name, reg_version *v, int id);
+
+/* Makes the listed version `id` of `name` active again (a roll back to a version still loaded;
+ * it counts as the most recent for `keep`). 0, or -1 when the name or the version is not
+ * listed (then load it and reg_publish_id it). */
+int reg_activate(const char *name, int id);
+
+/* Is version `id` of `name` loaded and listed? 1 yes, 0 no, -1 unknown name. */
+int reg_has_version(const char *name, int id);
+
+/* The active version's number: 0 none yet, -1 unknown name. */
+int reg_active_id(const char *name);
 
 /* The active version (version 0) or a listed version of `name`, with a reference; NULL when
  * the name or version is unknown. */

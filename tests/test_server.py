@@ -34,6 +34,8 @@ VITD = os.environ.get("VITD") or os.path.join(ROOT, "build", "vitd")
 GOLDEN = os.path.join(HERE, "data", "golden")
 PHOTOS = [os.path.join(HERE, "data", "photos", f + ".jpg") for f in ("butterfly", "fruits", "orange", "squirrel_cls")]
 TMP = tempfile.mkdtemp(prefix="vitd-test-server-")
+# the model store (store_dir): never the repository's store/; each Server gets its own below
+os.environ["VITD_STORE_DIR"] = os.path.join(TMP, "store")
 SERVERS = []
 checks = 0
 
@@ -58,6 +60,8 @@ class Server:
         self.log = open(self.log_path, "wb")
         e = dict(os.environ)
         e.update(env or {})
+        if "--store-dir" not in args:  # a fresh store per server name: its models are version 1
+            args = args + ["--store-dir", os.path.join(TMP, "store-" + name)]
         self.proc = subprocess.Popen([VITD, "serve", "--host", "127.0.0.1", "--port", "0"] + args,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=e, cwd=cwd)
         SERVERS.append(self)
@@ -731,6 +735,40 @@ def test_config():
     check(s.stop() == 0, "exit status")
 
 
+def test_store_restart():
+    """The model store (server/srv_store.h): what is active, under its store number, survives a
+    restart with the same --store-dir; a changed checkpoint is imported as a new version."""
+    store = os.path.join(TMP, "store-restart")
+    src = os.path.join(TMP, "restart.safetensors")
+    shutil.copy(os.path.join(GOLDEN, "vit_s32_d64.safetensors"), src)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+
+    def served():
+        s = Server("restart", ["--model", f"g={src}", "--store-dir", store])
+        st, _, j = jreq(s, "GET", "/v2/models/g")
+        st2, _, k = jreq(s, "POST", "/v2/models/g/infer", infer_body(x))
+        check(st == 200 and st2 == 200, f"restart server: {st} {st2} {s.text()}")
+        check(s.stop() == 0, "restart server exit status")
+        return j["version"], j["versions"], k["model_version"], j["parameters"]["removed_blocks"]
+
+    check(served() == ("1", ["1"], "1", []), "first start: version 1")
+    check(served() == ("1", ["1"], "1", []), "restart with the same checkpoint: version 1")
+    # a new checkpoint deployed at the same path (written beside it, renamed over it)
+    shutil.copy(os.path.join(GOLDEN, "vit_s32_d48_rm02.safetensors"), src + ".new")
+    os.rename(src + ".new", src)
+    check(served() == ("2", ["2"], "2", [0, 2]), "changed checkpoint: version 2")
+    check(served() == ("2", ["2"], "2", [0, 2]), "restart: still version 2")
+    check(sorted(os.listdir(os.path.join(store, "g"))) == ["1", "2", "state.json"], f"store: {os.listdir(os.path.join(store, 'g'))}")
+    # the active version recorded in the store (as an admin roll back leaves it) is what a
+    # restart serves, with its number
+    sp = os.path.join(store, "g", "state.json")
+    state = json.load(open(sp))
+    check(state["active"] == 2 and state["next"] == 3, f"state.json: {state}")
+    state["active"] = 1
+    json.dump(state, open(sp, "w"))
+    check(served() == ("1", ["1"], "1", []), "restart after activating version 1 in the store")
+
+
 def main():
     t0 = time.time()
     try:
@@ -750,7 +788,8 @@ def main():
         check(s.proc.poll() is None, "the main server died")
         check(s.stop() == 0, "main server exit status after SIGTERM")
         for name, fn in (("queue full, health, drain", test_saturation_and_drain), ("deadline", test_deadline),
-                         ("connection limits", test_connection_limits), ("configuration", test_config)):
+                         ("connection limits", test_connection_limits), ("configuration", test_config),
+                         ("model store across restarts", test_store_restart)):
             t = time.time()
             fn()
             print(f"ok   {name} ({time.time() - t:.1f} s)")
