@@ -717,6 +717,8 @@ static const char finetune_usage[] =
     "  with lambda(0) = 1 and lambda(e) = max(0, 1 - e / E_d) for epoch e, all parameters\n"
     "  training. E_d <= E - 1, so the last epoch runs at lambda = 0; MODEL2 has those blocks'\n"
     "  attention tensors dropped and computes what that epoch computed.\n"
+    "  --remove none (or an empty list): the dense control, the same schedule and budget\n"
+    "  with nothing diluted.\n"
     "  --epochs E           default 10          --dilution-epochs  default floor(3E/4), at most E-1\n"
     "  --lr LR              default 5e-4 * batch / 512 (METHOD.md)  --min-lr default 1e-5\n"
     "  --warmup-epochs W    default min(5, E/10)  --batch B default 128\n"
@@ -747,13 +749,16 @@ int cmd_finetune(int argc, char **argv)
     }
     if (tr_load(r.o.model, &r.m, err, sizeof err)) { fprintf(stderr, "vitd finetune: %s: %s\n", r.o.model, err); rc = 1; goto done; }
     const vit_config *c = tr_config(r.m);
-    unsigned long long mask;
-    if (cli_parse_blocks(r.o.remove, c->depth, &mask) || !mask) {
-        fprintf(stderr, "vitd finetune: --remove '%s' is not a list of block indices below %d\n", r.o.remove, c->depth);
+    unsigned long long mask = 0;
+    /* --remove '' or none: the dense control, the same schedule with nothing diluted */
+    int control = !*r.o.remove || !strcmp(r.o.remove, "none");
+    if (!control && (cli_parse_blocks(r.o.remove, c->depth, &mask) || !mask)) {
+        fprintf(stderr, "vitd finetune: --remove '%s' is not a list of block indices below %d (or none)\n", r.o.remove, c->depth);
         goto done;
     }
     if (mask & c->removed) fprintf(stderr, "vitd finetune: note: some of --remove are already removed in %s\n", r.o.model);
     r.dilute = mask & ~c->removed;
+    if (!control && !r.dilute) { fprintf(stderr, "vitd finetune: every block of --remove is already removed in %s\n", r.o.model); goto done; }
     rc = 1;
     if (open_data(&r)) goto done;
     if (ds_classes(r.train) != c->classes) {
@@ -762,9 +767,11 @@ int cmd_finetune(int argc, char **argv)
     }
     if (setup(&r)) goto done;
     print_model_line(&r);
-    printf("finetune: diluting blocks %s over %ld epochs (lambda 0 from epoch %ld of %ld)\n", r.o.remove,
-           r.o.dilution_epochs, r.o.dilution_epochs + 1, r.o.epochs);
-    if (!r.dilute) { fprintf(stderr, "vitd finetune: nothing to remove\n"); goto done; }
+    if (control)
+        printf("finetune: dense control, %ld epochs with nothing diluted\n", r.o.epochs);
+    else
+        printf("finetune: diluting blocks %s over %ld epochs (lambda 0 from epoch %ld of %ld)\n", r.o.remove,
+               r.o.dilution_epochs, r.o.dilution_epochs + 1, r.o.epochs);
     int lr_ = train_loop(&r);
     if (lr_ == 3) { rc = 0; goto done; }
     if (lr_) goto done;
@@ -777,7 +784,7 @@ int cmd_finetune(int argc, char **argv)
     char tt[32];
     hms(tt, sizeof tt, r.elapsed);
     printf("finetune: wrote %s (blocks %s removed, training time %s); its logits vs the last epoch's forward: "
-           "max |diff| %.2e (max |logit| %.2f)\n", r.o.out, r.o.remove, tt, md, ma);
+           "max |diff| %.2e (max |logit| %.2f)\n", r.o.out, control ? "none" : r.o.remove, tt, md, ma);
     if (!(md <= 1e-4 * (ma > 1 ? ma : 1))) { fprintf(stderr, "vitd finetune: the written model does not match training\n"); goto done; }
     rc = 0;
 done:

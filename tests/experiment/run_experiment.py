@@ -139,7 +139,7 @@ def finetune(a, cache, key, removed):
     if r and "error" not in r and os.path.exists(out):
         return out, r
     log(f"{key}: fine-tuning {a.epochs} epochs (removing {removed if removed else 'nothing: dense control'})")
-    args = ["finetune", "--model", a.model, "--data", a.data, "--remove", ",".join(map(str, removed or [])),
+    args = ["finetune", "--model", a.model, "--data", a.data, "--remove", ",".join(map(str, removed)) if removed else "none",
             "--epochs", a.epochs, "--out", out, "--seed", 0, *threads(a)]
     if a.dilution_epochs:
         args += ["--dilution-epochs", a.dilution_epochs]
@@ -261,8 +261,10 @@ def write_doc(a, cache, ks, seeds, entropy_table):
     L.append(f"- selection proxy set: {a.proxy_images} training images (a seeded sample, labels unused); "
              f"NOSE measures H at the logits.")
     L.append(f"- (a) straight after removal: the removed path `y = 2x; x = y + MLP(LN2 y)`, no retraining.")
-    L.append(f"- (b) after dilution fine-tuning: `vitd finetune --epochs {a.epochs}` from the dense model, "
-             f"the same budget for every strategy; the control is the dense model fine-tuned for the same budget.")
+    lim = f" --limit {a.train_limit}` (the first {a.train_limit} training images" if a.train_limit else "` (all training images"
+    L.append(f"- (b) after dilution fine-tuning: `vitd finetune --epochs {a.epochs}{lim}) from the dense model, "
+             f"the same budget for every strategy; the control is the dense model fine-tuned for the same budget "
+             f"(`--remove none`).")
     L.append(f"- random: seeds {', '.join(map(str, seeds))} (mean, and the range in brackets).")
     L.append(f"- throughput: `vitd bench --batch {a.bench_batch}`, median images/s; the machine may be shared.\n")
     if dense:
@@ -294,7 +296,7 @@ def write_doc(a, cache, ks, seeds, entropy_table):
             if ctrl and "top1" in ctrl:
                 L.append(f"\nDense control (fine-tuned {a.epochs} epochs, nothing removed): top-1 **{100 * ctrl['top1']:.2f}%**.")
             elif ctrl_err:
-                L.append(f"\nDense control: not available (`vitd finetune --remove ''` failed: "
+                L.append(f"\nDense control: not available (`vitd finetune --remove none` failed: "
                          f"`{ctrl_err.split(': ')[-1]}`).")
             else:
                 L.append("\nDense control: not run.")
