@@ -2,8 +2,9 @@
 # What docker/Dockerfile promises, checked without a Docker engine (none runs on the CI and
 # development machines): build/vitd runs as uid/gid 10001 with a read-only root filesystem, a
 # tmpfs /tmp, no capabilities and fresh namespaces (bubblewrap), configured only through the
-# image's VITD_* variables; the image's HEALTHCHECK command (bash /dev/tcp) reports healthy;
-# SIGTERM drains and exits 0.
+# image's VITD_* variables, writing only the model store on its volume (/var/lib/vitd, here a
+# temporary folder); the image's HEALTHCHECK command (bash /dev/tcp) reports healthy; SIGTERM
+# drains and exits 0; the store then holds the model as version 1, active.
 #   docker/sandbox-check.sh [MODEL]     (default: a committed test model)
 set -eu
 cd "$(dirname "$0")/.."
@@ -11,7 +12,8 @@ command -v bwrap >/dev/null || { echo "sandbox-check: needs bubblewrap (apt-get 
 model=${1:-tests/data/golden/vit_s32_d64.safetensors}
 port=${PORT:-18089}
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+vol=$(mktemp -d)   # the /var/lib/vitd volume
+trap 'rm -f "$log"; rm -rf "$vol"' EXIT
 # the probe, exactly as the Dockerfile's HEALTHCHECK runs it
 probe=$(sed -n 's/^  CMD \["bash", "-c", "\(.*\)"\]$/\1/p' docker/Dockerfile | sed 's/\\\\/\\/g')
 [ -n "$probe" ] || { echo "sandbox-check: HEALTHCHECK not found in docker/Dockerfile"; exit 1; }
@@ -21,11 +23,13 @@ probe=$(sed -n 's/^  CMD \["bash", "-c", "\(.*\)"\]$/\1/p' docker/Dockerfile | s
 bwrap --tmpfs / --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
       --symlink usr/bin /bin --symlink usr/sbin /sbin --ro-bind /etc /etc \
       --ro-bind "$(pwd)/build/vitd" /app/vitd --ro-bind "$(pwd)/config/vitd.json" /app/vitd.json \
-      --ro-bind "$(pwd)/$model" /models/m.safetensors --dev /dev --proc /proc --tmpfs /tmp \
+      --ro-bind "$(pwd)/$model" /models/m.safetensors --bind "$vol" /var/lib/vitd \
+      --dev /dev --proc /proc --tmpfs /tmp \
       --remount-ro / --unshare-all --share-net --die-with-parent \
       --uid 10001 --gid 10001 --cap-drop ALL --chdir / \
       --setenv VITD_CONFIG /app/vitd.json --setenv VITD_HOST 127.0.0.1 --setenv VITD_PORT "$port" \
-      --setenv VITD_MODELS m=/models/m.safetensors --setenv VITD_LOG_FORMAT json \
+      --setenv VITD_MODELS m=/models/m.safetensors --setenv VITD_STORE_DIR /var/lib/vitd/store \
+      --setenv VITD_LOG_FORMAT json \
       -- /app/vitd serve >"$log" 2>&1 &
 pid=$!
 ok=""
@@ -48,4 +52,7 @@ kill -TERM "$vpid"
 rc=0; wait "$pid" || rc=$?
 grep -q '"msg":"stopped"' "$log" || { cat "$log"; echo "sandbox-check: FAIL: no clean stop"; exit 1; }
 echo "sandbox-check: SIGTERM -> exit $rc"
+[ -f "$vol/store/m/1/model.safetensors" ] && grep -q '"active": 1' "$vol/store/m/state.json" ||
+  { ls -R "$vol"; echo "sandbox-check: FAIL: the model store on the volume lacks version 1"; exit 1; }
+echo "sandbox-check: model store on the volume: m version 1 active"
 [ "$rc" = 0 ]
