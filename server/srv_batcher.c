@@ -17,36 +17,74 @@
 #include "srv_log.h"
 #include "srv_metrics.h"
 
-/* One forward pass at a time across all models: each worker's OpenMP team is sized for
- * every CPU, so two teams at once would oversubscribe them. */
-static pthread_mutex_t g_cpu = PTHREAD_MUTEX_INITIALIZER;
+/* CPU tokens, one per usable CPU (bat_set_cpus): a forward pass holds as many as its team
+ * has threads (at most all of them), so the OpenMP teams running at once never add up to more
+ * threads than CPUs: two models with all-CPU teams take turns, two one-thread workers of a
+ * small model run side by side. */
+static pthread_mutex_t g_cpu_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cpu_cond = PTHREAD_COND_INITIALIZER;
+static int g_cpu_cap = 1, g_cpu_free = 1;
+
+void bat_set_cpus(int cpus)
+{
+    pthread_mutex_lock(&g_cpu_lock);
+    if (cpus < 1) cpus = 1;
+    g_cpu_free += cpus - g_cpu_cap;
+    g_cpu_cap = cpus;
+    pthread_mutex_unlock(&g_cpu_lock);
+}
+
+static int cpu_take(int n)
+{
+    pthread_mutex_lock(&g_cpu_lock);
+    if (n > g_cpu_cap) n = g_cpu_cap;
+    if (n < 1) n = 1;
+    while (g_cpu_free < n) pthread_cond_wait(&g_cpu_cond, &g_cpu_lock);
+    g_cpu_free -= n;
+    pthread_mutex_unlock(&g_cpu_lock);
+    return n;
+}
+
+static void cpu_give(int n)
+{
+    pthread_mutex_lock(&g_cpu_lock);
+    g_cpu_free += n;
+    pthread_cond_broadcast(&g_cpu_cond);
+    pthread_mutex_unlock(&g_cpu_lock);
+}
 
 /* A batch: segments of jobs (job, first image, count), in order. */
 typedef struct segment { bat_job *job; int first, count; } segment;
+
+/* One worker thread and its scratch: a batch's input and output when jobs are concatenated. */
+typedef struct bat_worker {
+    struct bat_queue *q;
+    int index;                     /* runs runner `index` of each version */
+    pthread_t thread;
+    int started;
+    float *xbuf, *ybuf;
+    size_t xcap, ycap;             /* floats */
+    segment *seg;                  /* max_batch slots: the batch being formed */
+    bat_job **done_list;           /* max_batch slots: jobs the batch completes */
+} bat_worker;
 
 struct bat_queue {
     char name[65];
     bat_opts o;
     met_model *mm;
-    pthread_t thread;
-    int started;
+    bat_worker w[REG_MAX_INSTANCES];
     pthread_mutex_t lock;
     pthread_cond_t wake;           /* worker: jobs arrived, warm-up asked, stop */
     pthread_cond_t warmed;         /* bat_warm: the worker finished a warm-up */
     bat_job *head, *tail;
     long depth;                    /* images queued, not yet in a batch */
-    long running;                  /* images in the batch being computed */
+    long running;                  /* images in the batches being computed */
     int stop;
     int closed;                    /* bat_fail_queued ran: refuse new jobs */
     reg_version *warm_ver;         /* a warm-up request, or NULL */
     int warm_done;
     vt_status warm_st;
     char warm_err[256];
-    /* worker-only scratch: a batch's input and output when jobs are concatenated */
-    float *xbuf, *ybuf;
-    size_t xcap, ycap;             /* floats */
-    segment *seg;                  /* max_batch slots: the batch being formed */
-    bat_job **done_list;    /* max_batch slots: jobs the batch completes */
 };
 
 int64_t bat_now_ns(void)
@@ -73,34 +111,13 @@ static int grow(float **buf, size_t *cap, size_t need)
     return 0;
 }
 
-static void warm_up(bat_queue *q, reg_version *v)
+/* Runs every runner of v at every batch size 1..its max batch on the calling thread (a
+ * version not yet published: nobody else uses its runners). */
+static vt_status warm_runners(reg_version *v, int threads, char *err, size_t errlen)
 {
     const vit_config *c = reg_version_config(v);
     size_t per = (size_t)c->channels * c->image_size * c->image_size;
-    int B = q->o.max_batch;
-    q->warm_st = VT_OK;
-    if (grow(&q->xbuf, &q->xcap, per * B) || grow(&q->ybuf, &q->ycap, (size_t)c->classes * B)) {
-        q->warm_st = vt_err(q->warm_err, sizeof q->warm_err, VT_ENOMEM, "out of memory for warm-up");
-        return;
-    }
-    uint32_t s = 12345;
-    for (size_t i = 0; i < per * B; i++) {
-        s = s * 1664525u + 1013904223u;
-        q->xbuf[i] = (float)(s >> 8) / (float)(1 << 24) * 2.0f - 1.0f;
-    }
-    pthread_mutex_lock(&g_cpu);
-    for (int b = 1; b <= B && !q->warm_st; b++)
-        q->warm_st = vit_forward(reg_version_runner(v), q->xbuf, b, q->ybuf, NULL, q->warm_err,
-                                 sizeof q->warm_err);
-    pthread_mutex_unlock(&g_cpu);
-}
-
-vt_status bat_warm_here(reg_version *v, char *err, size_t errlen)
-{
-    const vit_config *c = reg_version_config(v);
-    vit_runner *r = reg_version_runner(v);
-    size_t per = (size_t)c->channels * c->image_size * c->image_size;
-    int B = vit_runner_max_batch(r);
+    int B = vit_runner_max_batch(reg_version_runner(v));
     float *x = malloc(per * B * sizeof *x), *y = malloc((size_t)c->classes * B * sizeof *y);
     vt_status st = VT_OK;
     if (!x || !y) st = vt_err(err, errlen, VT_ENOMEM, "out of memory for warm-up");
@@ -109,10 +126,24 @@ vt_status bat_warm_here(reg_version *v, char *err, size_t errlen)
         s = s * 1664525u + 1013904223u;
         x[i] = (float)(s >> 8) / (float)(1 << 24) * 2.0f - 1.0f;
     }
-    for (int b = 1; b <= B && !st; b++) st = vit_forward(r, x, b, y, NULL, err, errlen);
+    for (int r = 0; r < reg_version_instances(v) && !st; r++) {
+        int held = threads > 0 ? cpu_take(threads) : 0;
+        for (int b = 1; b <= B && !st; b++) st = vit_forward(reg_version_runner_at(v, r), x, b, y, NULL, err, errlen);
+        if (held) cpu_give(held);
+    }
     free(x);
     free(y);
     return st;
+}
+
+static void warm_up(bat_queue *q, reg_version *v)
+{
+    q->warm_st = warm_runners(v, q->o.threads, q->warm_err, sizeof q->warm_err);
+}
+
+vt_status bat_warm_here(reg_version *v, char *err, size_t errlen)
+{
+    return warm_runners(v, 0, err, errlen);
 }
 
 /* Unlinks job j (prev is its predecessor or NULL). Caller holds the lock. */
@@ -142,7 +173,8 @@ static long queued_for(bat_queue *q, reg_version *v)
 
 static void *worker(void *arg)
 {
-    bat_queue *q = arg;
+    bat_worker *w = arg;
+    bat_queue *q = w->q;
     /* The OpenMP team is created by this thread's first parallel region and inherits its
      * nice value, so set it first. */
     if (q->o.nice) {
@@ -152,12 +184,12 @@ static void *worker(void *arg)
         if (errno == 0) setpriority(PRIO_PROCESS, (id_t)tid, cur + q->o.nice);
     }
     vit_set_threads(q->o.threads);
-    segment *seg = q->seg;
-    bat_job **done_list = q->done_list;
+    segment *seg = w->seg;
+    bat_job **done_list = w->done_list;
 
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        if (q->warm_ver) {
+        if (q->warm_ver && w->index == 0) {
             reg_version *v = q->warm_ver;
             pthread_mutex_unlock(&q->lock);
             warm_up(q, v);
@@ -231,7 +263,7 @@ static void *worker(void *arg)
         }
         int B = q->o.max_batch - room;
         q->depth -= B;
-        q->running = B;
+        q->running += B;
         atomic_store(&q->mm->queue_depth, q->depth);
         pthread_mutex_unlock(&q->lock);
 
@@ -245,18 +277,18 @@ static void *worker(void *arg)
         if (nseg == 1) {
             x = seg[0].job->x + (size_t)seg[0].first * per;
             y = seg[0].job->logits + (size_t)seg[0].first * K;
-        } else if (grow(&q->xbuf, &q->xcap, per * B) || grow(&q->ybuf, &q->ycap, K * B)) {
+        } else if (grow(&w->xbuf, &w->xcap, per * B) || grow(&w->ybuf, &w->ycap, K * B)) {
             st = vt_err(err, sizeof err, VT_ENOMEM, "out of memory for a batch of %d", B);
             x = y = NULL;
         } else {
             size_t off = 0;
             for (int s = 0; s < nseg; s++) {
-                memcpy(q->xbuf + off * per, seg[s].job->x + (size_t)seg[s].first * per,
+                memcpy(w->xbuf + off * per, seg[s].job->x + (size_t)seg[s].first * per,
                        (size_t)seg[s].count * per * sizeof(float));
                 off += (size_t)seg[s].count;
             }
-            x = q->xbuf;
-            y = q->ybuf;
+            x = w->xbuf;
+            y = w->ybuf;
         }
         if (!st) {
             for (int s = 0; s < nseg; s++) {
@@ -265,9 +297,9 @@ static void *worker(void *arg)
                     met_observe(&q->mm->queue_wait, (j->t_started - j->t_enqueued) / 1e9);
             }
             int64_t t0 = bat_now_ns();
-            pthread_mutex_lock(&g_cpu);
-            st = vit_forward(reg_version_runner(v), x, B, y, NULL, err, sizeof err);
-            pthread_mutex_unlock(&g_cpu);
+            int held = cpu_take(q->o.threads);
+            st = vit_forward(reg_version_runner_at(v, w->index), x, B, y, NULL, err, sizeof err);
+            cpu_give(held);
             met_observe(&q->mm->inference, (bat_now_ns() - t0) / 1e9);
             met_observe(&q->mm->batch, B);
             atomic_fetch_add_explicit(&q->mm->images, (uint64_t)B, memory_order_relaxed);
@@ -288,7 +320,7 @@ static void *worker(void *arg)
         for (int d = 0; d < ndone; d++) finish(done_list[d], done_list[d]->outcome);
 
         pthread_mutex_lock(&q->lock);
-        q->running = 0;
+        q->running -= B;
     }
     pthread_mutex_unlock(&q->lock);
     return NULL;
@@ -301,9 +333,17 @@ vt_status bat_new(const char *name, const bat_opts *o, met_model *mm, bat_queue 
     if (!q) return vt_err(err, errlen, VT_ENOMEM, "out of memory");
     snprintf(q->name, sizeof q->name, "%s", name);
     q->o = *o;
+    if (q->o.instances < 1) q->o.instances = 1;
+    if (q->o.instances > REG_MAX_INSTANCES) q->o.instances = REG_MAX_INSTANCES;
     q->mm = mm;
-    q->seg = calloc((size_t)o->max_batch, sizeof *q->seg);
-    q->done_list = calloc((size_t)o->max_batch, sizeof *q->done_list);
+    int nomem = 0;
+    for (int i = 0; i < q->o.instances; i++) {
+        q->w[i].q = q;
+        q->w[i].index = i;
+        q->w[i].seg = calloc((size_t)o->max_batch, sizeof *q->w[i].seg);
+        q->w[i].done_list = calloc((size_t)o->max_batch, sizeof *q->w[i].done_list);
+        nomem |= !q->w[i].seg || !q->w[i].done_list;
+    }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -311,16 +351,18 @@ vt_status bat_new(const char *name, const bat_opts *o, met_model *mm, bat_queue 
     pthread_cond_init(&q->wake, &ca);
     pthread_cond_init(&q->warmed, &ca);
     pthread_condattr_destroy(&ca);
-    if (!q->seg || !q->done_list) {
+    if (nomem) {
         bat_free(q);
         return vt_err(err, errlen, VT_ENOMEM, "out of memory");
     }
-    int e = pthread_create(&q->thread, NULL, worker, q);
-    if (e) {
-        bat_free(q);
-        return vt_err(err, errlen, VT_ENOMEM, "cannot start the worker thread: %s", strerror(e));
+    for (int i = 0; i < q->o.instances; i++) {
+        int e = pthread_create(&q->w[i].thread, NULL, worker, &q->w[i]);
+        if (e) {
+            bat_free(q);
+            return vt_err(err, errlen, VT_ENOMEM, "cannot start worker thread %d: %s", i, strerror(e));
+        }
+        q->w[i].started = 1;
     }
-    q->started = 1;
     *out = q;
     return VT_OK;
 }
@@ -359,7 +401,7 @@ vt_status bat_warm(bat_queue *q, reg_version *v, char *err, size_t errlen)
     while (q->warm_ver) pthread_cond_wait(&q->warmed, &q->lock); /* one warm-up at a time */
     q->warm_ver = v;
     q->warm_done = 0;
-    pthread_cond_signal(&q->wake);
+    pthread_cond_broadcast(&q->wake); /* worker 0 warms; the others may be the ones waiting */
     while (!q->warm_done) pthread_cond_wait(&q->warmed, &q->lock);
     vt_status st = q->warm_st;
     if (st) snprintf(err, errlen, "%s", q->warm_err);
@@ -404,20 +446,22 @@ long bat_pending(bat_queue *q)
 void bat_free(bat_queue *q)
 {
     if (!q) return;
-    if (q->started) {
+    if (q->w[0].started) {
         bat_fail_queued(q);
         pthread_mutex_lock(&q->lock);
         q->stop = 1;
         pthread_cond_broadcast(&q->wake);
         pthread_mutex_unlock(&q->lock);
-        pthread_join(q->thread, NULL);
+    }
+    for (int i = 0; i < REG_MAX_INSTANCES; i++) {
+        if (q->w[i].started) pthread_join(q->w[i].thread, NULL);
+        free(q->w[i].xbuf);
+        free(q->w[i].ybuf);
+        free(q->w[i].seg);
+        free(q->w[i].done_list);
     }
     pthread_mutex_destroy(&q->lock);
     pthread_cond_destroy(&q->wake);
     pthread_cond_destroy(&q->warmed);
-    free(q->xbuf);
-    free(q->ybuf);
-    free(q->seg);
-    free(q->done_list);
     free(q);
 }

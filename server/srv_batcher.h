@@ -1,4 +1,4 @@
-/* srv_batcher.h - one model's bounded queue and its inference worker, which forms batches.
+/* srv_batcher.h - one model's bounded queue and its inference workers, which form batches.
  *
  * HTTP threads decode and preprocess images into a job (n images, (n, C, S, S) floats) and
  * submit it. The worker thread takes jobs in arrival order and forms a batch of up to
@@ -8,10 +8,16 @@
  * of a batch is split across batches. Jobs whose deadline passed before they started are
  * answered BAT_EXPIRED without running.
  *
- * Threads and the engine's contract (vit.h): the worker is the only thread that runs
- * vit_forward on the runners of its model's versions; it sets its OpenMP team size once
- * (opts.threads) and, when several models are served, a process-wide lock lets one forward
- * pass run at a time so the teams never oversubscribe the CPUs. The worker lowers its own
+ * Instances: a queue has opts.instances workers (Triton's instance count, OpenVINO's
+ * streams), each taking whole batches from the one queue; worker i runs runner i of a version
+ * (reg_load_opts.instances runners), so a small model whose passes are too short to split
+ * across a team runs one single-thread pass per CPU side by side.
+ *
+ * Threads and the engine's contract (vit.h): worker i is the only thread that runs
+ * vit_forward on runner i of its model's versions; it sets its OpenMP team size once
+ * (opts.threads). CPU tokens (bat_set_cpus) keep the teams running at once within the
+ * CPUs: a pass holds min(threads, cpus) tokens, so several models with all-CPU teams take
+ * turns and one-thread instances run side by side. The worker lowers its own
  * scheduling priority (opts.nice) before its first OpenMP call, so its team inherits it and
  * HTTP threads (health checks, decoding) are never starved by inference.
  *
@@ -58,13 +64,18 @@ typedef struct {
     int max_batch;             /* <= the runners' max batch */
     long max_queue_delay_us;
     long max_queue_images;     /* images waiting; a job that does not fit is refused */
-    int threads;               /* OpenMP team of the worker (> 0) */
+    int threads;               /* OpenMP team of each worker (> 0) */
+    int instances;             /* workers, each with its own runner of every version (reg_load_opts.instances; 0 means 1) */
     int nice;                  /* added to the worker's nice value (0: unchanged) */
 } bat_opts;
 
 typedef struct bat_queue bat_queue;
 
-/* Starts the worker. mm: the model's metrics (borrowed). */
+/* CPUs the workers of every model may use at once (default 1): a forward pass holds
+ * min(threads, cpus) of them while it runs. Call before the first bat_new. */
+void bat_set_cpus(int cpus);
+
+/* Starts the workers. mm: the model's metrics (borrowed). */
 vt_status bat_new(const char *name, const bat_opts *o, met_model *mm, bat_queue **out,
                   char *err, size_t errlen);
 
@@ -76,14 +87,14 @@ int bat_submit(bat_queue *q, bat_job *j);
  * would be refused skip decoding its images. */
 int bat_has_room(bat_queue *q, int n);
 
-/* Runs v's forward pass once at every batch size 1..max_batch on the worker, so that the
+/* Runs v's forward pass once at every batch size 1..max_batch on worker 0, with every runner, so that the
  * first requests do not pay for building oneDNN primitives. Blocks until done. */
 vt_status bat_warm(bat_queue *q, reg_version *v, char *err, size_t errlen);
 
 /* The same warm-up on the calling thread, for a version that is not published yet (an admin
  * job builds it beside the served one; a runner may move between threads, vit.h): a forward
  * pass at every batch size 1..its runner's max batch, on the caller's OpenMP team and at the
- * caller's priority. It does not take the process-wide forward lock, so a low-priority
+ * caller's priority, for every runner of v. It takes no CPU tokens, so a low-priority
  * caller never holds up the workers. */
 vt_status bat_warm_here(reg_version *v, char *err, size_t errlen);
 

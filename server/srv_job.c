@@ -382,9 +382,7 @@ static vt_status publish_version(const char *model, int version, const reg_versi
     vt_status st;
     if ((st = store_get(g_store, model, version, &sv, NULL)))
         return vt_err(err, errlen, VT_EINVAL, "model %s has no stored version %d", model, version);
-    reg_load_opts lo = {.max_batch = vit_runner_max_batch(reg_version_runner((reg_version *)like)),
-                        .max_pixels = reg_version_decode(like)->max_pixels,
-                        .exif = reg_version_decode(like)->exif_orient};
+    reg_load_opts lo = reg_version_load_opts(like);
     reg_version *v = NULL;
     double t0 = mono_s();
     if ((st = reg_version_load(sv.path, &lo, &v, err, errlen))) return st;

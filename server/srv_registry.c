@@ -17,7 +17,8 @@ struct reg_version {
     int id;                     /* 0 until published */
     char path[1024];
     vit_model *model;           /* owned */
-    vit_runner *runner;         /* owned; used by the model's worker only */
+    vit_runner *runner[REG_MAX_INSTANCES]; /* owned; runner i used by the model's worker i only */
+    reg_load_opts opts;
     img_preproc pp;
     img_decode_opts dopt;
     struct reg_slot *slot;      /* set by reg_publish */
@@ -41,7 +42,7 @@ static int g_keep = 1;
 
 static void version_free(reg_version *v)
 {
-    vit_runner_free(v->runner); /* every runner before its model (vit.h) */
+    for (int i = 0; i < REG_MAX_INSTANCES; i++) vit_runner_free(v->runner[i]); /* before the model (vit.h) */
     vit_free(v->model);
     free(v);
 }
@@ -55,7 +56,14 @@ vt_status reg_version_load(const char *path, const reg_load_opts *o, reg_version
     snprintf(v->path, sizeof v->path, "%s", path);
     vit_load_opts lo = {0};
     if ((st = vit_load(path, &lo, &v->model, err, errlen))) goto fail;
-    if ((st = vit_runner_new(v->model, o->max_batch, &v->runner, err, errlen))) goto fail;
+    v->opts = *o;
+    if (v->opts.instances < 1) v->opts.instances = 1;
+    if (v->opts.instances > REG_MAX_INSTANCES) {
+        st = vt_err(err, errlen, VT_EINVAL, "%d instances: at most %d", v->opts.instances, REG_MAX_INSTANCES);
+        goto fail;
+    }
+    for (int i = 0; i < v->opts.instances; i++)
+        if ((st = vit_runner_new(v->model, o->max_batch, &v->runner[i], err, errlen))) goto fail;
     const vit_config *c = vit_config_of(v->model);
     /* crop_pct is stored as a float; go back through its short decimal (0.9f -> 0.9) so
      * floor(S / crop_pct) is timm's double computation, as `vitd preprocess` does */
@@ -85,7 +93,26 @@ const vit_model *reg_version_model(const reg_version *v) { return v->model; }
 const vit_config *reg_version_config(const reg_version *v) { return vit_config_of(v->model); }
 const img_preproc *reg_version_preproc(const reg_version *v) { return &v->pp; }
 const img_decode_opts *reg_version_decode(const reg_version *v) { return &v->dopt; }
-vit_runner *reg_version_runner(reg_version *v) { return v->runner; }
+vit_runner *reg_version_runner(reg_version *v) { return v->runner[0]; }
+vit_runner *reg_version_runner_at(reg_version *v, int i) { return i >= 0 && i < v->opts.instances ? v->runner[i] : NULL; }
+int reg_version_instances(const reg_version *v) { return v->opts.instances; }
+
+vt_status reg_version_set_instances(reg_version *v, int n, char *err, size_t errlen)
+{
+    if (n < 1 || n > REG_MAX_INSTANCES) return vt_err(err, errlen, VT_EINVAL, "%d instances: need 1..%d", n, REG_MAX_INSTANCES);
+    for (int i = v->opts.instances; i < n; i++) {
+        vt_status st = vit_runner_new(v->model, v->opts.max_batch, &v->runner[i], err, errlen);
+        if (st) return st;
+        v->opts.instances = i + 1;
+    }
+    for (int i = n; i < v->opts.instances; i++) {
+        vit_runner_free(v->runner[i]);
+        v->runner[i] = NULL;
+    }
+    v->opts.instances = n;
+    return VT_OK;
+}
+reg_load_opts reg_version_load_opts(const reg_version *v) { return v->opts; }
 bat_queue *reg_version_queue(const reg_version *v) { return v->slot ? v->slot->queue : NULL; }
 met_model *reg_version_metrics(const reg_version *v) { return v->slot ? v->slot->mm : NULL; }
 

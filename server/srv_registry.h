@@ -38,7 +38,10 @@ typedef struct {
     int max_batch;          /* the runner's largest batch */
     uint64_t max_pixels;    /* decode limit for this model's requests */
     int exif;               /* apply EXIF orientation when decoding */
+    int instances;          /* runners (one per worker of the model's queue), 1..REG_MAX_INSTANCES; 0 means 1 */
 } reg_load_opts;
+
+#define REG_MAX_INSTANCES 16
 
 /* Loads a checkpoint (file or timm folder) and makes its runner. One reference, the caller's. */
 vt_status reg_version_load(const char *path, const reg_load_opts *o, reg_version **out,
@@ -52,7 +55,14 @@ const vit_model *reg_version_model(const reg_version *v);
 const vit_config *reg_version_config(const reg_version *v);
 const img_preproc *reg_version_preproc(const reg_version *v);
 const img_decode_opts *reg_version_decode(const reg_version *v);
-vit_runner *reg_version_runner(reg_version *v);       /* only the model's batch worker uses it */
+vit_runner *reg_version_runner(reg_version *v);       /* runner 0 (reg_version_runner_at(v, 0)) */
+/* Runner i < instances: only worker i of the model's queue uses it once published. */
+vit_runner *reg_version_runner_at(reg_version *v, int i);
+int reg_version_instances(const reg_version *v);
+reg_load_opts reg_version_load_opts(const reg_version *v); /* what it was loaded with */
+/* Gives v n runners (1..REG_MAX_INSTANCES) before it is published (start-up decides the
+ * count once the model's size is known). */
+vt_status reg_version_set_instances(reg_version *v, int n, char *err, size_t errlen);
 bat_queue *reg_version_queue(const reg_version *v);   /* its model's queue (after publish) */
 met_model *reg_version_metrics(const reg_version *v);
 
