@@ -20,10 +20,12 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "srv_admin.h"
 #include "srv_api.h"
 #include "srv_batcher.h"
 #include "srv_config.h"
 #include "srv_http.h"
+#include "srv_job.h"
 #include "srv_log.h"
 #include "srv_metrics.h"
 #include "srv_registry.h"
@@ -101,6 +103,13 @@ int cmd_serve(int argc, char **argv)
     apply_spincount(argc, argv);
     log_init(g_conf.log_format == 1 ? LOG_JSON : LOG_TEXT, g_conf.access_log);
     json_object_seed(0); /* before any thread: jansson's hash seed (reliability.md) */
+    /* the admin token, before any thread: it is taken out of the environment */
+    char admin_msg[512];
+    int admin_on = admin_load_token(&g_conf, admin_msg, sizeof admin_msg);
+    if (admin_on < 0) {
+        log_msg(LOG_ERROR, "invalid configuration: %s", admin_msg);
+        return 2;
+    }
 
     /* SIGTERM/SIGINT are taken by sigwait below: block them before any thread starts so
      * every thread inherits the mask. SIGPIPE: a client gone mid-reply is not fatal. */
@@ -116,14 +125,17 @@ int cmd_serve(int argc, char **argv)
             VITD_VERSION, cpus, g_conf.http_threads, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(default)",
             g_conf.config_file[0] ? g_conf.config_file : "(none)");
 
-    int nroutes;
-    const http_route *routes = api_routes(&nroutes);
-    const char *names[32];
-    for (int i = 0; i < nroutes && i < 32; i++) names[i] = routes[i].name;
-    met_init(names, nroutes < 32 ? nroutes : 32);
+    int nroutes, nadmin;
+    const http_route *routes = api_routes(&nroutes), *aroutes = admin_routes(&nadmin);
+    const char *names[48];
+    int nnames = 0;
+    for (int i = 0; i < nroutes && nnames < 48; i++) names[nnames++] = routes[i].name;
+    for (int i = 0; i < nadmin && nnames < 48; i++) names[nnames++] = aroutes[i].name;
+    met_init(names, nnames);
     reg_init(1);
 
-    int n = g_conf.nmodels, exit_code = 1;
+    int n = g_conf.nmodels, exit_code = 1, jobs_on = 0;
+    http_server *hs = NULL, *as = NULL;
     bat_queue *queues[CONF_MAX_MODELS] = {0};
     reg_version *loaded[CONF_MAX_MODELS] = {0}; /* borrowed after publish, for warm-up */
     /* The model store (srv_store.h): every configured checkpoint is imported into it, and what
@@ -191,50 +203,76 @@ int cmd_serve(int argc, char **argv)
                     .max_connections = (int)g_conf.max_connections, .max_per_ip = (int)g_conf.max_connections_per_ip,
                     .idle_timeout_s = (int)g_conf.idle_timeout_s, .max_body = (size_t)g_conf.max_body_bytes,
                     .retry_after_s = (int)g_conf.retry_after_s};
-    if (http_start(&ho, routes, nroutes, err, sizeof err)) {
+    hs = http_start(&ho, routes, nroutes, err, sizeof err);
+    if (!hs) {
         log_msg(LOG_ERROR, "%s", err);
         goto done;
     }
-    log_msg(LOG_INFO, "listening on %s:%d", g_conf.host, http_port());
+    log_msg(LOG_INFO, "listening on %s:%d", g_conf.host, http_port(hs));
 
     for (int i = 0; i < n; i++) {
         double t0 = mono_s();
         vt_status st = bat_warm(queues[i], loaded[i], err, sizeof err);
         if (st) {
             log_msg(LOG_ERROR, "model %s: warm-up failed: %s", g_conf.models[i].name, err);
-            http_stop();
+            http_stop(hs);
             goto done;
         }
         reg_set_ready(g_conf.models[i].name, 1);
         log_msg(LOG_INFO, "model %s warmed at batch sizes 1..%ld (%.0f ms)", g_conf.models[i].name,
                 g_conf.max_batch_size, (mono_s() - t0) * 1e3);
     }
+
+    /* the admin API (jobs, then its listener): only once every model serves */
+    job_opts jo = {.threads = (int)g_conf.job_threads, .nice = (int)g_conf.job_nice,
+                   .keep_versions = (int)g_conf.keep_versions};
+    job_init(mstore, &jo);
+    jobs_on = 1;
+    if (admin_on) {
+        http_opts ao = {.host = g_conf.admin_host, .port = (int)g_conf.admin_port, .threads = 2,
+                        .max_connections = 64, .max_per_ip = 0, .idle_timeout_s = (int)g_conf.idle_timeout_s,
+                        .max_body = 65536, .retry_after_s = (int)g_conf.retry_after_s, .admit = admin_admit};
+        if (admin_init(&g_conf, mstore, err, sizeof err) || !(as = http_start(&ao, aroutes, nadmin, err, sizeof err))) {
+            log_msg(LOG_ERROR, "admin listener: %s", err);
+            http_stop(hs);
+            goto done;
+        }
+        log_msg(LOG_INFO, "admin listening on %s:%d", g_conf.admin_host, http_port(as));
+    } else {
+        log_msg(LOG_WARN, "%s", admin_msg);
+    }
     log_msg(LOG_INFO, "ready");
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {}
     log_msg(LOG_INFO, "%s: draining (up to %ld s for %ld requests in flight)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-            g_conf.drain_timeout_s, http_inflight());
-    http_begin_drain();
+            g_conf.drain_timeout_s, http_inflight(hs) + http_inflight(as));
+    http_begin_drain(hs);
+    http_begin_drain(as);
     double until = mono_s() + (double)g_conf.drain_timeout_s;
     struct timespec tick = {0, 10 * 1000 * 1000};
-    while (http_inflight() > 0 && mono_s() < until) {
+    while (http_inflight(hs) + http_inflight(as) > 0 && mono_s() < until) {
         if (sigtimedwait(&sigs, NULL, &tick) > 0) {
             log_msg(LOG_WARN, "second signal: not waiting any longer");
             break;
         }
     }
-    if (http_inflight() > 0)
-        log_msg(LOG_WARN, "%ld requests still in flight: queued ones get 503, running batches finish", http_inflight());
+    if (http_inflight(hs) > 0)
+        log_msg(LOG_WARN, "%ld requests still in flight: queued ones get 503, running batches finish", http_inflight(hs));
+    /* a running job is cancelled (its version, if not yet published, is not) */
+    job_shutdown();
+    jobs_on = 0;
     for (int i = 0; i < n; i++) bat_fail_queued(queues[i]);
     for (int i = 0; i < n; i++)
         while (bat_pending(queues[i]) > 0) nanosleep(&tick, NULL);
     /* let resumed requests send their replies (bounded: slow clients are cut by the stop) */
-    for (double t = mono_s() + 1.0; http_inflight() > 0 && mono_s() < t;) nanosleep(&tick, NULL);
-    http_stop();
+    for (double t = mono_s() + 1.0; http_inflight(hs) > 0 && mono_s() < t;) nanosleep(&tick, NULL);
+    http_stop(hs);
+    http_stop(as);
     exit_code = 0;
     log_msg(LOG_INFO, "stopped");
 done:
+    if (jobs_on) job_shutdown(); /* a job holds versions: before the registry goes */
     for (int i = 0; i < n; i++) bat_free(queues[i]);
     reg_shutdown();
     store_close(mstore);

@@ -96,7 +96,7 @@ static void api_live(http_req *r)
 
 static void api_ready(http_req *r)
 {
-    if (http_draining()) http_error(r, 503, "not ready: the server is shutting down");
+    if (http_draining(r)) http_error(r, 503, "not ready: the server is shutting down");
     else if (!reg_all_ready()) http_error(r, 503, "not ready: models are loading");
     else http_reply_json(r, 200, json_pack("{s:b}", "ready", 1));
 }
@@ -138,10 +138,10 @@ static void api_model_ready(http_req *r)
 {
     reg_version *v = model_of(r, 0);
     if (!v) return;
-    int ready = reg_ready(r->param[0]) == 1 && !http_draining();
+    int ready = reg_ready(r->param[0]) == 1 && !http_draining(r);
     reg_release(v);
     if (ready) http_reply_json(r, 200, json_pack("{s:s, s:b}", "name", r->param[0], "ready", 1));
-    else http_error(r, 503, "model '%s' is not ready%s", r->param[0], http_draining() ? ": the server is shutting down" : "");
+    else http_error(r, 503, "model '%s' is not ready%s", r->param[0], http_draining(r) ? ": the server is shutting down" : "");
 }
 
 static void api_metrics(http_req *r)
@@ -623,17 +623,17 @@ static void api_classify(http_req *r)
 /* ---- the route table ------------------------------------------------------------------ */
 
 static const http_route routes[] = {
-    {"GET", "/v2", api_server_meta, "server_metadata"},
-    {"GET", "/v2/health/live", api_live, "health_live"},
-    {"GET", "/v2/health/ready", api_ready, "health_ready"},
-    {"GET", "/v2/models/{m}", api_model_meta, "model_metadata"},
-    {"GET", "/v2/models/{m}/versions/{v}", api_model_meta, "model_metadata"},
-    {"GET", "/v2/models/{m}/ready", api_model_ready, "model_ready"},
-    {"GET", "/v2/models/{m}/versions/{v}/ready", api_model_ready, "model_ready"},
-    {"POST", "/v2/models/{m}/infer", api_infer, "infer"},
-    {"POST", "/v2/models/{m}/versions/{v}/infer", api_infer, "infer"},
-    {"POST", "/v1/models/{m}/classify", api_classify, "classify"},
-    {"GET", "/metrics", api_metrics, "metrics"},
+    {"GET", "/v2", api_server_meta, "server_metadata", NULL},
+    {"GET", "/v2/health/live", api_live, "health_live", NULL},
+    {"GET", "/v2/health/ready", api_ready, "health_ready", NULL},
+    {"GET", "/v2/models/{m}", api_model_meta, "model_metadata", NULL},
+    {"GET", "/v2/models/{m}/versions/{v}", api_model_meta, "model_metadata", NULL},
+    {"GET", "/v2/models/{m}/ready", api_model_ready, "model_ready", NULL},
+    {"GET", "/v2/models/{m}/versions/{v}/ready", api_model_ready, "model_ready", NULL},
+    {"POST", "/v2/models/{m}/infer", api_infer, "infer", NULL},
+    {"POST", "/v2/models/{m}/versions/{v}/infer", api_infer, "infer", NULL},
+    {"POST", "/v1/models/{m}/classify", api_classify, "classify", NULL},
+    {"GET", "/metrics", api_metrics, "metrics", NULL},
 };
 
 const http_route *api_routes(int *n)

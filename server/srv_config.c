@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum { T_I, T_B, T_S, T_F } conf_type;
+typedef enum { T_I, T_D, T_B, T_S, T_F } conf_type;
 
 typedef struct {
     conf_type type;
@@ -25,6 +25,7 @@ typedef struct {
 } conf_key;
 
 #define CONF_ENTRY_I(n, d, lo, hi, h) {T_I, #n, d, NULL, h, lo, hi, offsetof(conf_t, n)},
+#define CONF_ENTRY_D(n, d, lo, hi, h) {T_D, #n, d, NULL, h, lo, hi, offsetof(conf_t, n)},
 #define CONF_ENTRY_B(n, d, lo, hi, h) {T_B, #n, d, NULL, h, 0, 1, offsetof(conf_t, n)},
 #define CONF_ENTRY_S(n, d, lo, hi, h) {T_S, #n, d, NULL, h, 0, 0, offsetof(conf_t, n)},
 #define CONF_ENTRY_F(n, d, lo, hi, h) {T_F, #n, d, lo, h, 0, 0, offsetof(conf_t, n)},
@@ -98,13 +99,24 @@ static int set_value(conf_t *c, const conf_key *k, const char *val, const char *
         *(long *)base = v;
         return 0;
     }
+    case T_D: {
+        char *end;
+        errno = 0;
+        double v = strtod(val, &end);
+        if (end == val || *end || errno || v != v)
+            return fail(err, errlen, "%s: %s: '%s' is not a number", src, k->name, val);
+        if (v < (double)k->lo || v > (double)k->hi)
+            return fail(err, errlen, "%s: %s: %g is outside %ld..%ld", src, k->name, v, k->lo, k->hi);
+        *(double *)base = v;
+        return 0;
+    }
     case T_B:
         if (!strcmp(val, "true") || !strcmp(val, "1") || !strcmp(val, "yes")) *(int *)base = 1;
         else if (!strcmp(val, "false") || !strcmp(val, "0") || !strcmp(val, "no")) *(int *)base = 0;
         else return fail(err, errlen, "%s: %s: '%s' is not true or false", src, k->name, val);
         return 0;
     case T_S:
-        if (strlen(val) >= 256 || !*val)
+        if (strlen(val) >= 256 || (!*val && *k->def))
             return fail(err, errlen, "%s: %s: must be 1..255 characters", src, k->name);
         strcpy(base, val);
         return 0;
@@ -225,10 +237,18 @@ static int load_file(conf_t *c, const char *path, char *err, size_t errlen)
             continue;
         }
         const conf_key *k = find_key(name);
+        if (!strcmp(name, "admin_token")) {
+            fail(err, errlen, "%s: admin_token: the admin token is never read from the config file; "
+                              "set VITD_ADMIN_TOKEN or name a file with admin_token_file", path);
+            goto done;
+        }
         if (!k) { fail(err, errlen, "%s: unknown key '%s' (vitd serve --help lists the keys)", path, name); goto done; }
         const char *s = NULL;
         if (k->type == T_I && json_is_integer(v)) {
             snprintf(sval, sizeof sval, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+            s = sval;
+        } else if (k->type == T_D && json_is_number(v)) {
+            snprintf(sval, sizeof sval, "%.17g", json_number_value(v));
             s = sval;
         } else if (k->type == T_B && json_is_boolean(v)) {
             s = json_is_true(v) ? "true" : "false";
@@ -237,7 +257,7 @@ static int load_file(conf_t *c, const char *path, char *err, size_t errlen)
         }
         if (!s) {
             fail(err, errlen, "%s: %s: must be %s", path, name,
-                 k->type == T_I ? "an integer" : k->type == T_B ? "true or false" : "a string");
+                 k->type == T_I ? "an integer" : k->type == T_D ? "a number" : k->type == T_B ? "true or false" : "a string");
             goto done;
         }
         if (set_value(c, k, s, src, err, errlen)) goto done;
@@ -256,7 +276,7 @@ void conf_print_keys(FILE *f)
         env_name(keys[i].name, e, sizeof e);
         flag_name(keys[i].name, fl, sizeof fl);
         fprintf(f, "%-24s %-28s %-28s %-12s %s", keys[i].name, e, fl, keys[i].def, keys[i].help);
-        if (keys[i].type == T_I) fprintf(f, " [%ld..%ld]", keys[i].lo, keys[i].hi);
+        if (keys[i].type == T_I || keys[i].type == T_D) fprintf(f, " [%ld..%ld]", keys[i].lo, keys[i].hi);
         if (keys[i].type == T_F) fprintf(f, " [%s]", keys[i].words);
         fputc('\n', f);
     }
@@ -330,6 +350,9 @@ int conf_load(conf_t *c, int argc, char **argv, char *err, size_t errlen)
         if (n >= sizeof name) return fail(err, errlen, "unknown option '%s'", a);
         memcpy(name, a, n);
         name[n] = '\0';
+        if (!strcmp(name, "--admin-token"))
+            return fail(err, errlen, "--admin-token is not accepted: a token on the command line is visible to every "
+                                     "user (ps, /proc); set VITD_ADMIN_TOKEN or name a file with --admin-token-file");
         int is_bool = 0;
         for (size_t j = 0; j < NKEYS; j++) {
             char fl[64];
@@ -363,6 +386,9 @@ int conf_load(conf_t *c, int argc, char **argv, char *err, size_t errlen)
         strcpy(c->models[0].path, CONF_DEFAULT_MODEL_PATH);
     }
     /* cross-key rules */
+    if (c->port && c->admin_port == c->port)
+        return fail(err, errlen, "admin_port (%ld) and port (%ld) must differ: the admin and inference listeners never share a port",
+                    c->admin_port, c->port);
     if (c->max_images_per_request > c->max_queue_images)
         return fail(err, errlen, "max_images_per_request (%ld) must not exceed max_queue_images (%ld)",
                     c->max_images_per_request, c->max_queue_images);

@@ -26,7 +26,10 @@
 #define CONF_DEFAULT_MODEL_PATH "models/fashion-vit/model.safetensors"
 
 /* X(type, name, default, min, max, help)
- *   I: integer in [min, max]; B: true/false; S: string; F: one of the words in min ("a|b") */
+ *   I: integer in [min, max]; D: number in [min, max]; B: true/false; S: string (empty only
+ *   when its default is empty); F: one of the words in min ("a|b")
+ * The admin token is deliberately not a key: it comes from VITD_ADMIN_TOKEN or the file named
+ * by admin_token_file, never from argv (visible to every user in ps) or the config file. */
 #define CONF_KEYS(X) \
     X(S, host, "127.0.0.1", 0, 0, "address of the inference listener (the container sets 0.0.0.0)") \
     X(I, port, "8080", 0, 65535, "TCP port of the inference listener (0: any free port, logged)") \
@@ -51,7 +54,17 @@
     X(I, worker_nice, "5", 0, 19, "nice value added to the inference workers (and their OpenMP teams), so HTTP threads go first") \
     X(I, gomp_spincount, "1000", -1, 1000000000, "GNU OpenMP spin iterations before a waiting thread sleeps (0: at once; -1: libgomp's default)") \
     X(S, store_dir, "store", 0, 0, "the versioned model store (<model>/<version>/ folders and state.json, server/srv_store.h); uploads spool in its .spool/") \
-    X(I, keep_versions, "5", 1, 256, "versions kept per model after a publish (the active one and its parent are always kept)")
+    X(I, keep_versions, "5", 1, 256, "versions kept per model after a publish (the active one and its parent are always kept)") \
+    X(S, admin_host, "127.0.0.1", 0, 0, "address of the admin listener") \
+    X(I, admin_port, "8081", 0, 65535, "TCP port of the admin listener (0: any free port, logged); never the inference port") \
+    X(S, admin_token_file, "", 0, 0, "file holding the admin bearer token (VITD_ADMIN_TOKEN wins; never a flag); no token: no admin listener") \
+    X(I, admin_max_archive_bytes, "1073741824", 1024, 68719476736, "largest prune upload (tar archive bytes); larger gets 413") \
+    X(I, admin_max_archive_entries, "100000", 1, 10000000, "most entries (headers of any kind) in a prune upload") \
+    X(I, admin_max_entry_bytes, "33554432", 1, 1073741824, "largest file inside a prune upload") \
+    X(I, job_threads, "1", 1, 1024, "OpenMP threads of an admin job (pruning runs beside serving)") \
+    X(I, job_nice, "19", 0, 19, "nice value of an admin job's thread") \
+    X(D, job_gate, "0.9", 0, 1, "default minimum top-1 agreement of a pruned candidate with the active version on the held-out images; below it the version is stored but not activated") \
+    X(D, job_holdout, "0.2", 0, 1, "fraction of an uploaded proxy set held out for the check")
 
 typedef struct {
     char name[CONF_NAME_MAX + 1];
@@ -59,6 +72,7 @@ typedef struct {
 } conf_model;
 
 #define CONF_FIELD_I(n) long n;
+#define CONF_FIELD_D(n) double n;
 #define CONF_FIELD_B(n) int n;
 #define CONF_FIELD_S(n) char n[256];
 #define CONF_FIELD_F(n) int n; /* index of the word */

@@ -1,5 +1,6 @@
 /* srv_http.c - libmicrohttpd glue: daemon options, the access handler's state machine,
- * routing, replies and draining (see srv_http.h). Knows nothing about models. */
+ * routing, replies and draining (see srv_http.h). Knows nothing about models or tokens:
+ * one http_server per listener, each with its own routes and options. */
 #include "srv_http.h"
 
 #include <arpa/inet.h>
@@ -21,17 +22,24 @@
 
 enum { REQ_BODY = 1, REQ_DISPATCHED }; /* phases of the access handler (ahc) */
 
-static struct MHD_Daemon *g_daemon;
-static http_opts g_o;
-static const http_route *g_routes;
-static int g_nroutes;
-static int g_port;
-static _Atomic int g_draining;
-static _Atomic int64_t g_drain_ns;        /* when the drain began */
-static _Atomic long g_inflight;
+/* One listener. Written by main's thread before the daemon starts and at the drain; read
+ * by its HTTP threads (the atomics are what changes while they run). */
+struct http_server {
+    struct MHD_Daemon *daemon;
+    http_opts o;
+    char host[256];                  /* o.host points here */
+    const http_route *routes;
+    int nroutes;
+    int port;
+    _Atomic int draining;
+    _Atomic int64_t drain_ns;        /* when the drain began */
+    _Atomic long inflight;
+    MHD_socket quiesced_fd;
+};
+
+/* request ids are unique across listeners: one counter, one seed (set once by http_start) */
 static _Atomic uint64_t g_id_counter;
-static uint64_t g_id_seed;
-static MHD_socket g_quiesced_fd = MHD_INVALID_SOCKET;
+static _Atomic uint64_t g_id_seed;
 
 /* State kept beside the public http_req: the access handler's phase, the declared length. */
 typedef struct {
@@ -75,19 +83,24 @@ static int match(const char *pattern, const char *path, char param[2][96])
 }
 
 /* Finds the route; on a path match with another method sets *allow (for a 405). */
-static int route_find(const char *method, const char *path, char param[2][96], const char **allow)
+/* Finds the route; on a path match with other methods fills allow (for a 405). */
+static int route_find(const http_server *s, const char *method, const char *path, char param[2][96],
+                      char *allow, size_t allowlen)
 {
-    static const char *const allow_get = "GET, HEAD", *const allow_post = "POST";
     const char *m = strcmp(method, "HEAD") ? method : "GET";
-    *allow = NULL;
-    for (int i = 0; i < g_nroutes; i++) {
+    allow[0] = '\0';
+    for (int i = 0; i < s->nroutes; i++) {
         char tmp[2][96] = {"", ""};
-        if (!match(g_routes[i].pattern, path, tmp)) continue;
-        if (!strcmp(g_routes[i].method, m)) {
+        if (!match(s->routes[i].pattern, path, tmp)) continue;
+        if (!strcmp(s->routes[i].method, m)) {
             memcpy(param, tmp, sizeof tmp);
             return i;
         }
-        if (!*allow) *allow = strcmp(g_routes[i].method, "GET") ? allow_post : allow_get;
+        const char *add = strcmp(s->routes[i].method, "GET") ? s->routes[i].method : "GET, HEAD";
+        if (!strstr(allow, s->routes[i].method)) {
+            size_t n = strlen(allow);
+            snprintf(allow + n, allowlen - n, "%s%s", n ? ", " : "", add);
+        }
     }
     return -1;
 }
@@ -107,11 +120,17 @@ void http_reply(http_req *r, int status, const char *content_type, char *body, s
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (status == 503) {
         char ra[16];
-        snprintf(ra, sizeof ra, "%d", g_o.retry_after_s);
+        snprintf(ra, sizeof ra, "%d", r->srv->o.retry_after_s);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
-    if (status == 405 && r->allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
-    if (atomic_load(&g_draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (status == 405 && r->allow[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"vitd-admin\"");
+    if (r->version >= 1) { /* the version that served the request (the one it acquired) */
+        char v[16];
+        snprintf(v, sizeof v, "%d", r->version);
+        MHD_add_response_header(resp, "X-Model-Version", v);
+    }
+    if (atomic_load(&r->srv->draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (MHD_queue_response(r->conn, (unsigned)status, resp) == MHD_YES) {
         r->status = status;
         r->bytes_out = len;
@@ -159,6 +178,29 @@ const char *http_query(http_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+typedef struct {
+    const char *const *known;
+    const char *unknown;
+} query_scan;
+
+static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    query_scan *q = cls;
+    for (const char *const *k = q->known; *k; k++)
+        if (!strcmp(*k, key)) return MHD_YES;
+    q->unknown = key;
+    return MHD_NO;
+}
+
+const char *http_query_unknown(http_req *r, const char *const *known)
+{
+    query_scan q = {known, NULL};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, scan_arg, &q);
+    return q.unknown;
+}
+
 void http_suspend(http_req *r, void (*on_resume)(http_req *r))
 {
     r->on_resume = on_resume;
@@ -185,7 +227,7 @@ static void request_id(http_req *r)
         return;
     }
     /* splitmix64 of a per-process seed and a counter: unique in the process, unguessable */
-    uint64_t z = g_id_seed + 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&g_id_counter, 1) + 1);
+    uint64_t z = atomic_load(&g_id_seed) + 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&g_id_counter, 1) + 1);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
@@ -203,9 +245,16 @@ static void remote_addr(http_req *r)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->remote, sizeof r->remote);
 }
 
+/* The body limit of r's route: its own for a streaming route, else the server's. */
+static size_t body_limit(const http_req *r)
+{
+    return r->route->stream ? r->route->stream->max_body : r->srv->o.max_body;
+}
+
 /* First call: the headers are in. Returns 1 when a reply was queued already. */
 static int on_headers(http_req *r, const char *url, const char *method)
 {
+    http_server *s = r->srv;
     r->t_start = now_ns();
     r->version = r->images = -1;
     r->decode_ms = r->queue_ms = r->infer_ms = -1;
@@ -214,27 +263,33 @@ static int on_headers(http_req *r, const char *url, const char *method)
     snprintf(r->path, sizeof r->path, "%s", url);
     request_id(r);
     remote_addr(r);
-    atomic_fetch_add(&g_inflight, 1);
+    atomic_fetch_add(&s->inflight, 1);
     met_inflight(1);
 
-    int i = strlen(url) >= sizeof r->path ? -1 : route_find(method, url, r->param, &r->allow);
+    if (s->o.admit && s->o.admit(r)) return 1; /* refused before routing: nothing is revealed */
+    int i = strlen(url) >= sizeof r->path ? -1 : route_find(s, method, url, r->param, r->allow, sizeof r->allow);
     if (i < 0) {
-        if (r->allow) http_error(r, 405, "method %s is not allowed on %s (allowed: %s)", r->method, r->path, r->allow);
+        if (r->allow[0]) http_error(r, 405, "method %s is not allowed on %s (allowed: %s)", r->method, r->path, r->allow);
         else http_error(r, 404, "no such path: %s", r->path);
         return 1;
     }
-    r->route = &g_routes[i];
+    r->route = &s->routes[i];
     r->endpoint = met_endpoint(r->route->name);
+    size_t limit = body_limit(r);
     const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
         if (end == cl || *end) { http_error(r, 400, "malformed Content-Length"); return 1; }
-        if (n > g_o.max_body) {
-            http_error(r, 413, "request body of %llu bytes is over the limit of %zu bytes", n, g_o.max_body);
+        if (n > limit) {
+            http_error(r, 413, "request body of %llu bytes is over the limit of %zu bytes", n, limit);
             return 1;
         }
         b_declared(r) = (size_t)n;
+    }
+    if (r->route->stream && r->route->stream->begin) {
+        r->route->stream->begin(r);
+        if (r->status) return 1;
     }
     return 0;
 }
@@ -243,15 +298,21 @@ static int on_headers(http_req *r, const char *url, const char *method)
  * Content-Length, or out of memory). */
 static int on_body(http_req *r, const char *data, size_t n)
 {
-    if (r->body_len + n > g_o.max_body) {
-        log_msg(LOG_WARN, "request %s: body over %zu bytes (no Content-Length); connection closed", r->id, g_o.max_body);
+    size_t limit = body_limit(r);
+    if (r->body_len + n > limit) {
+        log_msg(LOG_WARN, "request %s: body over %zu bytes (no Content-Length); connection closed", r->id, limit);
         return -1;
+    }
+    if (r->route->stream) { /* handed over as it comes; after a refusal, dropped */
+        r->body_len += n;
+        if (!r->refused && r->route->stream->chunk(r, data, n)) r->refused = 1;
+        return 0;
     }
     if (r->body_len + n + 1 > r->body_cap) {
         /* grow with what arrives, not with what is declared: headers alone cost no memory */
         size_t cap = r->body_cap ? r->body_cap : 65536;
         while (cap < r->body_len + n + 1) cap *= 2;
-        size_t most = (b_declared(r) != SIZE_MAX ? b_declared(r) : g_o.max_body) + 1;
+        size_t most = (b_declared(r) != SIZE_MAX ? b_declared(r) : limit) + 1;
         if (cap > most) cap = most;
         unsigned char *nb = realloc(r->body, cap);
         if (!nb) return -1;
@@ -267,13 +328,13 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *c, const char *url,
                            const char *version, const char *upload_data, size_t *upload_data_size,
                            void **con_cls)
 {
-    (void)cls;
     (void)version;
     req_box *b = *con_cls;
     if (!b) {
         if (!(b = calloc(1, sizeof *b))) return MHD_NO;
         *con_cls = b;
         b->r.conn = c;
+        b->r.srv = cls;
         b->phase = REQ_BODY;
         b->declared = SIZE_MAX;
         on_headers(&b->r, url, method);
@@ -304,8 +365,8 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *c, const char *url,
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
     (void)c;
+    http_server *s = cls;
     req_box *b = *con_cls;
     if (!b) return;
     *con_cls = NULL;
@@ -323,7 +384,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     if (r->ctx_free) r->ctx_free(r->ctx);
     free(r->body);
     free(b);
-    atomic_fetch_sub(&g_inflight, 1);
+    atomic_fetch_sub(&s->inflight, 1);
     met_inflight(-1);
 }
 
@@ -339,18 +400,31 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- daemon --------------------------------------------------------------------------- */
 
-int http_start(const http_opts *o, const http_route *routes, int nroutes, char *err, size_t errlen)
+http_server *http_start(const http_opts *o, const http_route *routes, int nroutes, char *err, size_t errlen)
 {
-    g_o = *o;
-    g_routes = routes;
-    g_nroutes = nroutes;
-    if (getrandom(&g_id_seed, sizeof g_id_seed, 0) != sizeof g_id_seed) g_id_seed = (uint64_t)now_ns();
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = (uint64_t)now_ns();
+    uint64_t zero = 0;
+    atomic_compare_exchange_strong(&g_id_seed, &zero, seed); /* the first listener's */
+
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->o = *o;
+    snprintf(s->host, sizeof s->host, "%s", o->host);
+    s->o.host = s->host;
+    s->routes = routes;
+    s->nroutes = nroutes;
+    s->quiesced_fd = MHD_INVALID_SOCKET;
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
     int e = getaddrinfo(o->host, NULL, &hints, &ai);
     if (e || !ai) {
         snprintf(err, errlen, "host: cannot resolve '%s': %s", o->host, gai_strerror(e));
-        return -1;
+        free(s);
+        return NULL;
     }
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -364,8 +438,8 @@ int http_start(const http_opts *o, const http_route *routes, int nroutes, char *
     }
     freeaddrinfo(ai);
 
-    g_daemon = MHD_start_daemon(
-        flags, (uint16_t)o->port, NULL, NULL, ahc, NULL,
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, ahc, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, so every message goes through it */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads,
@@ -373,39 +447,44 @@ int http_start(const http_opts *o, const http_route *routes, int nroutes, char *
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, s,
         MHD_OPTION_END);
-    if (!g_daemon) {
+    if (!s->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)", o->host, o->port);
-        return -1;
+        free(s);
+        return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
-    g_port = di ? di->port : o->port;
-    return 0;
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : o->port;
+    return s;
 }
 
-int http_port(void) { return g_port; }
-int http_draining(void) { return atomic_load(&g_draining); }
-int http_after_drain(const http_req *r) { return atomic_load(&g_draining) && r->t_start >= atomic_load(&g_drain_ns); }
-long http_inflight(void) { return atomic_load(&g_inflight); }
-
-void http_begin_drain(void)
+int http_port(const http_server *s) { return s->port; }
+int http_draining(const http_req *r) { return atomic_load(&r->srv->draining); }
+int http_after_drain(const http_req *r)
 {
-    atomic_store(&g_drain_ns, now_ns());
-    atomic_store(&g_draining, 1);
-    if (g_daemon && g_quiesced_fd == MHD_INVALID_SOCKET) {
-        g_quiesced_fd = MHD_quiesce_daemon(g_daemon);
+    return atomic_load(&r->srv->draining) && r->t_start >= atomic_load(&r->srv->drain_ns);
+}
+long http_inflight(const http_server *s) { return s ? atomic_load(&s->inflight) : 0; }
+
+void http_begin_drain(http_server *s)
+{
+    if (!s) return;
+    atomic_store(&s->drain_ns, now_ns());
+    atomic_store(&s->draining, 1);
+    if (s->daemon && s->quiesced_fd == MHD_INVALID_SOCKET) {
+        s->quiesced_fd = MHD_quiesce_daemon(s->daemon);
         /* Nobody accepts on it any more; shut it down so new clients are refused at once.
          * Not closed before MHD_stop_daemon: MHD's threads may still be taking it out of
          * their epoll sets, and a closed descriptor number can be reused meanwhile. */
-        if (g_quiesced_fd != MHD_INVALID_SOCKET) shutdown(g_quiesced_fd, SHUT_RDWR);
+        if (s->quiesced_fd != MHD_INVALID_SOCKET) shutdown(s->quiesced_fd, SHUT_RDWR);
     }
 }
 
-void http_stop(void)
+void http_stop(http_server *s)
 {
-    if (g_daemon) MHD_stop_daemon(g_daemon);
-    g_daemon = NULL;
-    if (g_quiesced_fd != MHD_INVALID_SOCKET) close(g_quiesced_fd);
-    g_quiesced_fd = MHD_INVALID_SOCKET;
+    if (!s) return;
+    if (s->daemon) MHD_stop_daemon(s->daemon);
+    if (s->quiesced_fd != MHD_INVALID_SOCKET) close(s->quiesced_fd);
+    free(s);
 }
