@@ -599,9 +599,10 @@ vt_status store_import(store *s, const char *model, const char *path, int *activ
         for (int i = n - 1; i >= 0; i--) {
             if (read_version(s, model, v[i], &sv, NULL, NULL, 0) || strcmp(sv.origin, "import") || strcmp(sv.sha256, sha))
                 continue;
-            char c[STORE_PATH + 80];
+            char c[STORE_PATH + 80], csha[65] = "";
             snprintf(c, sizeof c, "%s/config.json", sv.dir);
-            if (!cfg[0] != !is_file(c)) continue;
+            if (is_file(c) && sha256_file(c, csha, NULL, 0)) continue;
+            if (strcmp(csha, cfg_sha)) continue;
             st.active = v[i];
             break;
         }

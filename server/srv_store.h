@@ -91,7 +91,11 @@ vt_status store_import(store *s, const char *model, const char *path, int *activ
  * (its path in tmpdir); the caller writes model.safetensors there (e.g. prune_write). Then
  * store_commit fsyncs it, writes version.json (info_json: a JSON object or NULL), renames
  * the folder into place and advances "next"; it does not change the active version.
- * store_abort removes the temporary folder. */
+ * store_commit loads the checkpoint once (vit_load, under the store's mutex) to record its
+ * parameters and removed blocks: a checkpoint that does not load is refused, and the version
+ * stays begun (store_abort it). store_abort removes the temporary folder; store_close removes
+ * those of versions begun and never committed. An aborted number may be drawn again (it never
+ * named a version). */
 vt_status store_begin(store *s, const char *model, int *version, char *tmpdir, size_t tmplen,
                       char *err, size_t errlen);
 vt_status store_commit(store *s, const char *model, int version, int parent, const char *origin,

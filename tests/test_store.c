@@ -5,7 +5,8 @@
  * a missing version refused with a clear error, bad input refused without a trace, and a
  * crash test: a child process that loops commit + activate + prune is killed with SIGKILL at
  * random moments, and after each kill the store must open and its active version be complete
- * and loadable.
+ * and loadable. Also the registry's side of a hot swap: versions published under the store's
+ * numbers, roll back to a listed version, `keep`, a held version surviving its unlisting.
  *
  * Fixtures: the checkpoints of tests/data/golden (run from the repository root, as tests/run.sh
  * does). The child of the crash test is this program run again ("--crash-child ROOT").
@@ -25,6 +26,7 @@
 
 #include "check.h"
 #include "sha256.h"
+#include "srv_registry.h"
 #include "srv_store.h"
 #include "vit.h"
 
@@ -359,8 +361,9 @@ static void test_versions(void)
     /* crash leftovers are removed at open */
     snprintf(p, sizeof p, "%s/m/.tmp-AbC123", root);
     CHECK(mkdir(p, 0755) == 0, "make a leftover");
-    snprintf(d, sizeof d, "%s/model.safetensors", p);
-    CHECK(copy_file(FIX_B, d) == 0, "leftover file");
+    char lf[1300];
+    snprintf(lf, sizeof lf, "%s/model.safetensors", p);
+    CHECK(copy_file(FIX_B, lf) == 0, "leftover file");
     snprintf(d, sizeof d, "%s/m/state.json.tmp.XyZ987", root);
     CHECK(write_text(d, "{\"act") == 0, "leftover state temp");
     CHECK(store_open(root, &s, err, sizeof err) == VT_OK, "reopen");
@@ -416,6 +419,51 @@ static void test_bad_input(void)
     CHECK(write_text(sp, "{\"active\": \"one\"}") == 0 && store_import(s, "x", FIX_A, &a, err, sizeof err) == VT_EFORMAT &&
               strstr(err, "state.json"), "malformed state.json: %s", err);
     store_close(s);
+}
+
+/* ---- the registry's side of a hot swap (srv_registry.h) -------------------------------- */
+
+static reg_version *load_version(const char *path)
+{
+    reg_load_opts o = {.max_batch = 2, .max_pixels = 1 << 20, .exif = 0};
+    reg_version *v = NULL;
+    CHECK(reg_version_load(path, &o, &v, err, sizeof err) == VT_OK, "reg_version_load %s: %s", path, err);
+    return v;
+}
+
+static void test_registry(void)
+{
+    reg_init(2);
+    CHECK(reg_add("r", NULL, NULL) == 0, "reg_add");
+    reg_version *a = load_version(FIX_A), *b = load_version(FIX_B), *c = load_version(FIX_A);
+    if (!a || !b || !c) return;
+    CHECK(reg_active_id("r") == 0 && reg_active_id("nobody") == -1, "active id before publishing");
+    CHECK(reg_publish_id("nobody", a, 3) == -1 && reg_publish_id("r", a, 0) == -1, "publish to an unknown name / id 0");
+    CHECK(reg_publish_id("r", a, 3) == 3 && reg_version_id(a) == 3 && !strcmp(reg_version_name(a), "r"), "publish 3");
+    reg_version *held = reg_acquire("r", 0); /* a request in flight on version 3 */
+    CHECK(held == a, "acquire the active version");
+    CHECK(reg_publish_id("r", b, 7) == 7 && reg_active_id("r") == 7, "publish 7");
+    int ids[8], n = reg_versions("r", ids, 8);
+    CHECK(n == 2 && ids[0] == 3 && ids[1] == 7, "listed 3, 7 (ascending): n=%d", n);
+    CHECK(reg_has_version("r", 3) == 1 && reg_has_version("r", 5) == 0 && reg_has_version("x", 3) == -1, "has_version");
+    /* roll back to a listed version, then forward to a new one: keep 2 unlists version 7 */
+    CHECK(reg_activate("r", 3) == 0 && reg_active_id("r") == 3, "activate 3");
+    CHECK(reg_activate("r", 5) == -1 && reg_active_id("r") == 3, "activate an unlisted version");
+    CHECK(reg_publish_id("r", c, 8) == 8, "publish 8");
+    n = reg_versions("r", ids, 8);
+    CHECK(n == 2 && ids[0] == 3 && ids[1] == 8 && reg_has_version("r", 7) == 0, "keep 2: listed 3 and 8 (n=%d)", n);
+    CHECK(reg_acquire("r", 7) == NULL, "version 7 is no longer listed");
+    /* the request still holding version 3 can use it through every swap */
+    CHECK(reg_version_config(held)->depth == 3 && reg_version_id(held) == 3, "the held version is intact");
+    reg_release(held);
+    reg_version *b2 = load_version(FIX_B);
+    CHECK(b2 && reg_publish_id("r", b2, 3) == 3 && reg_active_id("r") == 3, "publishing an id again replaces it");
+    reg_version *now = reg_acquire("r", 3);
+    CHECK(now == b2 && reg_version_config(now)->depth == 2, "version 3 is the new checkpoint");
+    reg_release(now);
+    n = reg_versions("r", ids, 8);
+    CHECK(n == 2 && ids[0] == 3 && ids[1] == 8, "no duplicate id listed (n=%d)", n);
+    reg_shutdown();
 }
 
 /* ---- crash test ------------------------------------------------------------------------ */
@@ -522,6 +570,7 @@ int main(int argc, char **argv)
     test_timm_folder();
     test_versions();
     test_bad_input();
+    test_registry();
     test_crash();
     if (!check_failed) rm_rf(tmp);
     else fprintf(stderr, "test_store: files kept in %s\n", tmp);
