@@ -43,8 +43,12 @@ $(BUILD)/libvitd.a: $(ENGINE_OBJ)
 $(BUILD)/vitd: $(SERVER_OBJ) $(BUILD)/libvitd.a
 	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(BUILD)/libvitd.a $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_OBJ) $(BUILD)/libvitd.a
-	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(BUILD)/libvitd.a $(LDLIBS)
+# The server's modules without main(), so that unit tests can link the ones they test.
+$(BUILD)/libvitdsrv.a: $(filter-out $(BUILD)/server/main.o,$(SERVER_OBJ))
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_OBJ) $(BUILD)/libvitdsrv.a $(BUILD)/libvitd.a
+	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(BUILD)/libvitdsrv.a $(BUILD)/libvitd.a $(LDLIBS)
 
 # The whole suite: C unit tests, PyTorch golden tests, over-the-wire tests. Ends with one
 # summary line "N passed, M failed".

@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""soak_swap.py - hot-swap soak (issue 6; not part of `make test`: it takes minutes).
+
+Starts `vitd serve` on the default model with a temporary store and an admin token, builds
+a second version with one admin prune job (a tar of real Fashion-MNIST images), then swaps
+the active version back and forth --swaps times (POST .../versions/{v}/activate) while
+--clients threads send classify requests without pause. It reports and checks:
+  - zero failed or hung requests, every response naming a version that existed;
+  - resident memory (VmRSS of the server) after the last swap within 10% of after the first
+    (a version that is swapped out must be freed once its last request releases it);
+  - swap latency (median, p99) and request latency during the soak.
+Exit status 0 when every check holds.
+
+    tests/soak_swap.py [--swaps 200] [--clients 4] [--keep-store]
+"""
+
+import argparse
+import gzip
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+VITD = os.environ.get("VITD") or os.path.join(ROOT, "build", "vitd")
+FASHION = "/usr/share/datasets/fashion-mnist"
+TOKEN = "soak-token-0123456789abcdef"
+MODEL = "fashion-vit"
+
+
+def idx_images(n_per_class):
+    """The first n_per_class test images of each class, as (label, 28x28 bytes)."""
+    def read(name):
+        for p in (os.path.join(FASHION, name), os.path.join(FASHION, name + ".gz")):
+            if os.path.exists(p):
+                return (gzip.open if p.endswith(".gz") else open)(p, "rb").read()
+        sys.exit(f"soak_swap: {name} not found in {FASHION} (Debian package dataset-fashion-mnist)")
+    imgs, labels = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
+    count = struct.unpack(">I", imgs[4:8])[0]
+    out, seen = [], {}
+    for i in range(count):
+        lab = labels[8 + i]
+        if seen.get(lab, 0) < n_per_class:
+            seen[lab] = seen.get(lab, 0) + 1
+            out.append((lab, imgs[16 + 784 * i:16 + 784 * (i + 1)]))
+    return out
+
+
+def png(pixels):
+    from PIL import Image
+    b = io.BytesIO()
+    Image.frombytes("L", (28, 28), pixels).save(b, format="PNG")
+    return b.getvalue()
+
+
+def proxy_tar(samples):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for i, (lab, px) in enumerate(samples):
+            data = png(px)
+            info = tarfile.TarInfo(f"{lab}/{i}.png")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return b.getvalue()
+
+
+def rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def call(port, method, path, body=None, headers=None, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--swaps", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--keep-store", action="store_true")
+    a = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="vitd-soak-")
+    log_path = os.path.join(tmp, "server.log")
+    env = dict(os.environ, VITD_ADMIN_TOKEN=TOKEN)
+    proc = subprocess.Popen([VITD, "serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
+                             "--store-dir", os.path.join(tmp, "store"), "--access-log", "false"],
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        port = aport = None
+        for _ in range(600):
+            text = open(log_path, errors="replace").read()
+            for line in text.splitlines():
+                if "listening on" in line:
+                    p = int(line.split("listening on")[1].split(":")[-1].split('"')[0].split()[0].strip())
+                    if "admin" in line:
+                        aport = p
+                    else:
+                        port = p
+            if port and aport and "ready" in text:
+                break
+            if proc.poll() is not None:
+                sys.exit(f"soak_swap: server exited:\n{text}")
+            time.sleep(0.1)
+        else:
+            sys.exit(f"soak_swap: server not ready:\n{open(log_path).read()}")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        samples = idx_images(10)
+        body = proxy_tar(samples)
+        st, data = call(aport, "POST", f"/admin/models/{MODEL}/prune?remove=2&strategy=nose&images=64&gate=0", body,
+                        dict(auth, **{"Content-Type": "application/x-tar"}))
+        if st != 202:
+            sys.exit(f"soak_swap: prune answered {st}: {data!r}")
+        job = json.loads(data)["job"]
+        for _ in range(600):
+            st, data = call(aport, "GET", f"/admin/jobs/{job}", headers=auth)
+            j = json.loads(data)
+            if j["state"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.2)
+        if j["state"] != "succeeded" or not j.get("activated"):
+            sys.exit(f"soak_swap: the prune job did not publish: {j}")
+        v_new = j["version"]
+        st, data = call(aport, "GET", "/admin/models", headers=auth)
+        versions = sorted(v["version"] for m in json.loads(data)["models"] if m["name"] == MODEL for v in m["versions"])
+        v_old = [v for v in versions if v != v_new][0]
+        print(f"versions {versions}: swapping between {v_old} and {v_new} {a.swaps} times "
+              f"under {a.clients} clients")
+
+        stop = threading.Event()
+        stats = {"ok": 0, "fail": [], "versions": set(), "lat": []}
+        lock = threading.Lock()
+        img = png(samples[0][1])
+
+        def client():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while not stop.is_set():
+                t0 = time.time()
+                try:
+                    c.request("POST", f"/v1/models/{MODEL}/classify", body=img, headers={"Content-Type": "image/png"})
+                    r = c.getresponse()
+                    d = r.read()
+                    ok = r.status == 200
+                    ver = json.loads(d).get("version") if ok else None
+                except Exception as e:  # a hung or dropped request is a failure
+                    ok, d, ver = False, repr(e).encode(), None
+                    c.close()
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                with lock:
+                    if ok:
+                        stats["ok"] += 1
+                        stats["versions"].add(ver)
+                        stats["lat"].append(time.time() - t0)
+                    else:
+                        stats["fail"].append(d[:200])
+
+        threads = [threading.Thread(target=client) for _ in range(a.clients)]
+        for t in threads:
+            t.start()
+        swap_s, rss = [], {}
+        for i in range(a.swaps):
+            v = v_old if i % 2 == 0 else v_new
+            t0 = time.time()
+            st, data = call(aport, "POST", f"/admin/models/{MODEL}/versions/{v}/activate", b"", auth)
+            swap_s.append(time.time() - t0)
+            if st != 200:
+                stop.set()
+                sys.exit(f"soak_swap: activate {v} answered {st}: {data!r}")
+            if i == 0:
+                time.sleep(0.5)
+                rss["first"] = rss_kb(proc.pid)
+        time.sleep(0.5)
+        rss["last"] = rss_kb(proc.pid)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        hung = sum(t.is_alive() for t in threads)
+        lat = sorted(stats["lat"])
+        p = lambda q: 1e3 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+        growth = (rss["last"] - rss["first"]) / rss["first"]
+        print(f"swaps {a.swaps}: activate median {1e3 * statistics.median(swap_s):.1f} ms, "
+              f"p99 {1e3 * sorted(swap_s)[int(0.99 * (len(swap_s) - 1))]:.1f} ms")
+        print(f"requests: {stats['ok']} answered, {len(stats['fail'])} failed, {hung} clients hung; "
+              f"latency p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms; versions seen {sorted(stats['versions'])}")
+        print(f"RSS after the first swap {rss['first'] / 1024:.1f} MiB, after swap {a.swaps} "
+              f"{rss['last'] / 1024:.1f} MiB ({100 * growth:+.1f}%)")
+        bad = []
+        if stats["fail"]:
+            bad.append(f"{len(stats['fail'])} requests failed, e.g. {stats['fail'][:3]}")
+        if hung:
+            bad.append(f"{hung} clients hung")
+        if not stats["versions"] <= set(versions):
+            bad.append(f"responses named versions {sorted(stats['versions'])}, stored {versions}")
+        if abs(growth) > 0.10:
+            bad.append(f"RSS changed by {100 * growth:+.1f}% (limit 10%)")
+        print("soak_swap: " + ("FAIL: " + "; ".join(bad) if bad else "all checks passed"))
+        sys.exit(1 if bad else 0)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if not a.keep_store:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"store and log kept in {tmp}")
+
+
+if __name__ == "__main__":
+    main()
