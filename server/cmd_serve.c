@@ -55,6 +55,12 @@ static void apply_spincount(int argc, char **argv)
     args[0] = "vitd";
     for (int i = 0; i < argc; i++) args[i + 1] = argv[i];
     setenv("GOMP_SPINCOUNT", v, 1);
+    /* libgomp counts the worker's team as oversubscription (a team started by a thread other
+     * than the initial one is added on top of it: 3 "managed" threads on 2 CPUs) and then
+     * spins only its "throttled" count, 100 unless the wait policy is active, which makes it
+     * min(1000, GOMP_SPINCOUNT). Measured: DeiT-S at concurrency 1, 23 -> 25 images/s; the
+     * 2-thread team of the default model's shape, 850 -> 3,700. */
+    if (g_conf.gomp_spincount > 0) setenv("OMP_WAIT_POLICY", "active", 1);
     setenv("VITD_SERVE_REEXEC", "1", 1);
     /* the binary's own path, so ps and top still say "vitd" (not "exe") */
     char self[4096];
@@ -66,6 +72,7 @@ static void apply_spincount(int argc, char **argv)
     execv("/proc/self/exe", args);
     /* still here: run with libgomp's default */
     unsetenv("GOMP_SPINCOUNT");
+    unsetenv("OMP_WAIT_POLICY");
     free(args);
 }
 
@@ -121,8 +128,10 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int cpus = vit_cpu_count();
-    log_msg(LOG_INFO, "vitd %s starting: %d CPUs usable, %ld HTTP threads, GOMP_SPINCOUNT=%s, config file %s",
+    bat_set_cpus(cpus);
+    log_msg(LOG_INFO, "vitd %s starting: %d CPUs usable, %ld HTTP threads, GOMP_SPINCOUNT=%s OMP_WAIT_POLICY=%s, config file %s",
             VITD_VERSION, cpus, g_conf.http_threads, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(default)",
+            getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(default)",
             g_conf.config_file[0] ? g_conf.config_file : "(none)");
 
     int nroutes, nadmin;
@@ -174,16 +183,20 @@ int cmd_serve(int argc, char **argv)
                             .exif = g_conf.exif};
         reg_version *v;
         st = reg_version_load(sv.dir, &lo, &v, err, sizeof err);
+        /* threads and instances depend on the model's size */
+        int threads = st ? 1 : worker_threads(reg_version_config(v), cpus);
+        int instances = g_conf.instances ? (int)g_conf.instances : (cpus / threads > 1 ? cpus / threads : 1);
+        if (!st && (st = reg_version_set_instances(v, instances, err, sizeof err))) reg_release(v);
         if (st) {
             log_msg(LOG_ERROR, "model %s: cannot load version %d (%s): %s (%s)", cm->name, version, sv.dir, err,
                     vt_status_str(st));
             goto done;
         }
         const vit_config *c = reg_version_config(v);
-        int threads = worker_threads(c, cpus);
         met_model *mm = met_model_get(cm->name);
         bat_opts bo = {.max_batch = (int)g_conf.max_batch_size, .max_queue_delay_us = g_conf.max_queue_delay_us,
-                       .max_queue_images = g_conf.max_queue_images, .threads = threads, .nice = (int)g_conf.worker_nice};
+                       .max_queue_images = g_conf.max_queue_images, .threads = threads, .nice = (int)g_conf.worker_nice,
+                       .instances = instances};
         if (!mm || (st = bat_new(cm->name, &bo, mm, &queues[i], err, sizeof err)) || reg_add(cm->name, queues[i], mm)) {
             log_msg(LOG_ERROR, "model %s: cannot start its worker: %s", cm->name, mm && st ? err : "out of memory");
             reg_release(v);
@@ -192,10 +205,11 @@ int cmd_serve(int argc, char **argv)
         reg_publish_id(cm->name, v, version);
         loaded[i] = v;
         log_msg(LOG_INFO, "model %s version %d (store %s, %s; %d old version%s deleted): %s, image %d, channels %d, width %d, "
-                          "depth %d, %d removed, %d classes, %.1f GMAC per batch of %ld, %d OpenMP thread%s (%.0f ms)",
+                          "depth %d, %d removed, %d classes, %.1f GMAC per batch of %ld, %d instance%s of %d OpenMP thread%s (%.0f ms)",
                 cm->name, reg_version_id(v), sv.dir, sv.origin, pruned, pruned == 1 ? "" : "s", cm->path, c->image_size, c->channels, c->dim, c->depth,
                 __builtin_popcountll(c->removed), c->classes, vit_macs(c, 0) * g_conf.max_batch_size / 1e9,
-                g_conf.max_batch_size, threads, threads == 1 ? "" : "s", (mono_s() - t0) * 1e3);
+                g_conf.max_batch_size, instances, instances == 1 ? "" : "s", threads, threads == 1 ? "" : "s",
+                (mono_s() - t0) * 1e3);
     }
 
     api_init(&g_conf);

@@ -35,6 +35,7 @@
     X(I, port, "8080", 0, 65535, "TCP port of the inference listener (0: any free port, logged)") \
     X(I, http_threads, "2", 1, 64, "HTTP threads: parse, decode and preprocess requests") \
     X(I, threads, "0", 0, 1024, "OpenMP threads of each inference worker (0: every CPU the process may use; 1 for models under 0.5 GMAC per batch)") \
+    X(I, instances, "0", 0, 16, "inference workers per model, each with its own runner, taking batches side by side (0: CPUs / threads, so one per CPU for one-thread models)") \
     X(I, max_batch_size, "8", 1, 64, "largest batch the worker forms from queued images") \
     X(I, max_queue_delay_us, "0", 0, 1000000, "how long the worker waits for more images before running a partial batch") \
     X(I, max_queue_images, "64", 1, 100000, "images waiting per model; a request that does not fit gets 503") \
