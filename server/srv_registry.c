@@ -1,6 +1,7 @@
 /* srv_registry.c - model names, versions and their reference counts (see srv_registry.h). */
 #include "srv_registry.h"
 
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,6 +46,10 @@ static void version_free(reg_version *v)
     for (int i = 0; i < REG_MAX_INSTANCES; i++) vit_runner_free(v->runner[i]); /* before the model (vit.h) */
     vit_free(v->model);
     free(v);
+    /* a version's weights and runners are megabytes to gigabytes freed at once, on whichever
+     * thread released last: hand the free pages of every malloc arena back to the kernel, or
+     * each thread's arena keeps its high-water mark and resident memory creeps up with swaps */
+    malloc_trim(0);
 }
 
 vt_status reg_version_load(const char *path, const reg_load_opts *o, reg_version **out,

@@ -159,7 +159,7 @@ def main():
                     r = c.getresponse()
                     d = r.read()
                     ok = r.status == 200
-                    ver = json.loads(d).get("version") if ok else None
+                    ver = int(json.loads(d).get("version")) if ok else None
                 except Exception as e:  # a hung or dropped request is a failure
                     ok, d, ver = False, repr(e).encode(), None
                     c.close()
@@ -175,6 +175,7 @@ def main():
         threads = [threading.Thread(target=client) for _ in range(a.clients)]
         for t in threads:
             t.start()
+        time.sleep(2)  # steady load (every thread's buffers allocated) before the first swap
         swap_s, rss = [], {}
         for i in range(a.swaps):
             v = v_old if i % 2 == 0 else v_new
@@ -187,6 +188,9 @@ def main():
             if i == 0:
                 time.sleep(0.5)
                 rss["first"] = rss_kb(proc.pid)
+            if (i + 1) % 20 == 0:  # sampled as the first and last: 0.5 s after the swap
+                time.sleep(0.5)
+                rss.setdefault("series", []).append((i + 1, rss_kb(proc.pid)))
         time.sleep(0.5)
         rss["last"] = rss_kb(proc.pid)
         stop.set()
@@ -200,6 +204,7 @@ def main():
               f"p99 {1e3 * sorted(swap_s)[int(0.99 * (len(swap_s) - 1))]:.1f} ms")
         print(f"requests: {stats['ok']} answered, {len(stats['fail'])} failed, {hung} clients hung; "
               f"latency p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms; versions seen {sorted(stats['versions'])}")
+        print("RSS every 20 swaps (MiB): " + ", ".join(f"{n}: {kb / 1024:.1f}" for n, kb in rss["series"]))
         print(f"RSS after the first swap {rss['first'] / 1024:.1f} MiB, after swap {a.swaps} "
               f"{rss['last'] / 1024:.1f} MiB ({100 * growth:+.1f}%)")
         bad = []
