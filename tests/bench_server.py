@@ -127,7 +127,8 @@ class Server:
     def __init__(self, name, model, log):
         self.log = open(log, "wb")
         self.proc = subprocess.Popen([VITD, "serve", "--model", f"{name}={model}", "--host", "127.0.0.1", "--port", "0",
-                                      "--max-batch-size", str(MAX_BATCH), "--access-log", "false", "--max-queue-images", "256"],
+                                      "--max-batch-size", str(MAX_BATCH), "--access-log", "false", "--max-queue-images", "256",
+                                      "--store-dir", os.path.join(OUT, "store")],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.port = None
         for _ in range(1200):
