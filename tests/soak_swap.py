@@ -15,64 +15,25 @@ Exit status 0 when every check holds.
 """
 
 import argparse
-import gzip
 import http.client
-import io
 import json
 import os
 import shutil
 import signal
 import statistics
-import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from fashion_proxy import png, proxy_tar  # noqa: E402
 VITD = os.environ.get("VITD") or os.path.join(ROOT, "build", "vitd")
-FASHION = "/usr/share/datasets/fashion-mnist"
 TOKEN = "soak-token-0123456789abcdef"
 MODEL = "fashion-vit"
-
-
-def idx_images(n_per_class):
-    """The first n_per_class test images of each class, as (label, 28x28 bytes)."""
-    def read(name):
-        for p in (os.path.join(FASHION, name), os.path.join(FASHION, name + ".gz")):
-            if os.path.exists(p):
-                return (gzip.open if p.endswith(".gz") else open)(p, "rb").read()
-        sys.exit(f"soak_swap: {name} not found in {FASHION} (Debian package dataset-fashion-mnist)")
-    imgs, labels = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
-    count = struct.unpack(">I", imgs[4:8])[0]
-    out, seen = [], {}
-    for i in range(count):
-        lab = labels[8 + i]
-        if seen.get(lab, 0) < n_per_class:
-            seen[lab] = seen.get(lab, 0) + 1
-            out.append((lab, imgs[16 + 784 * i:16 + 784 * (i + 1)]))
-    return out
-
-
-def png(pixels):
-    from PIL import Image
-    b = io.BytesIO()
-    Image.frombytes("L", (28, 28), pixels).save(b, format="PNG")
-    return b.getvalue()
-
-
-def proxy_tar(samples):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w", format=tarfile.USTAR_FORMAT) as t:
-        for i, (lab, px) in enumerate(samples):
-            data = png(px)
-            info = tarfile.TarInfo(f"{lab}/{i}.png")
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return b.getvalue()
 
 
 def rss_kb(pid):
@@ -123,8 +84,7 @@ def main():
         else:
             sys.exit(f"soak_swap: server not ready:\n{open(log_path).read()}")
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        samples = idx_images(10)
-        body = proxy_tar(samples)
+        body = proxy_tar(10)
         st, data = call(aport, "POST", f"/admin/models/{MODEL}/prune?remove=2&strategy=nose&images=64&gate=0", body,
                         dict(auth, **{"Content-Type": "application/x-tar"}))
         if st != 202:
@@ -148,7 +108,7 @@ def main():
         stop = threading.Event()
         stats = {"ok": 0, "fail": [], "versions": set(), "lat": []}
         lock = threading.Lock()
-        img = png(samples[0][1])
+        img = png(0)
 
         def client():
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

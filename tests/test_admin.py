@@ -20,7 +20,6 @@ grey), a temporary model store, the admin token from the environment (then from 
 Exits non-zero on the first failure, printing what differed.
 """
 
-import gzip
 import http.client
 import io
 import json
@@ -35,14 +34,13 @@ import tempfile
 import threading
 import time
 
-import numpy as np
-from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from fashion_proxy import FASHION, png, proxy_tar  # noqa: E402
 VITD = os.environ.get("VITD") or os.path.join(ROOT, "build", "vitd")
 MODEL = os.path.join(ROOT, "models", "fashion-vit", "model.safetensors")
-FASHION = "/usr/share/datasets/fashion-mnist"
 TMP = tempfile.mkdtemp(prefix="vitd-test-admin-")
 STORE = os.path.join(TMP, "store")
 SPOOL = os.path.join(STORE, ".spool")
@@ -167,40 +165,7 @@ def spool_entries():
 
 
 # ---- the proxy set: real Fashion-MNIST test images as PNG, class folders named by index --
-
-def idx(path):
-    b = gzip.open(path).read()
-    nd = b[3]
-    dims = [int.from_bytes(b[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(b, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
-
-
-X = idx(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz"))
-Y = idx(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz"))
-
-
-def png(i):
-    bio = io.BytesIO()
-    Image.fromarray(X[i]).save(bio, "PNG")
-    return bio.getvalue()
-
-
-def proxy_tar(per_class, start=0, fmt=tarfile.USTAR_FORMAT):
-    bio = io.BytesIO()
-    count = [0] * 10
-    with tarfile.open(fileobj=bio, mode="w", format=fmt) as t:
-        for i in range(start, len(Y)):
-            c = int(Y[i])
-            if count[c] >= per_class:
-                continue
-            count[c] += 1
-            data = png(i)
-            ti = tarfile.TarInfo(f"{c}/img{i:05d}.png")
-            ti.size = len(data)
-            t.addfile(ti, io.BytesIO(data))
-            if min(count) >= per_class:
-                break
-    return bio.getvalue()
+# (tests/fashion_proxy.py: X, Y, png(i), proxy_tar(per_class, start, fmt))
 
 
 def data_end(tar_bytes):
