@@ -66,10 +66,12 @@ bench: $(BUILD)/vitd
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) tests/bench/run.sh
 
 # The HTTP server under load (wrk): images/s, p50/p99 at concurrency 1, 4, 16, beside the
-# engine alone at the same batch (tests/bench_server.py, docs/serving.md).
+# engine alone at the same batch (tests/bench_server.py, docs/serving.md); then the same
+# requests' latency with and without an admin prune job running (tests/bench_job_latency.py).
 bench-server: $(BUILD)/vitd
 	@scripts/deps.sh bench
 	@BUILD=$(BUILD) $(PYTHON) tests/bench_server.py
+	@BUILD=$(BUILD) $(PYTHON) tests/bench_job_latency.py
 
 # Serve the default model (models/fashion-vit) on 127.0.0.1:8080 (docs/serving.md).
 run: $(BUILD)/vitd

@@ -124,18 +124,21 @@ def engine(model, batch, seconds, threads, wait_env):
 
 
 class Server:
-    def __init__(self, name, model, log):
+    def __init__(self, name, model, log, extra=(), env=None):
         self.log = open(log, "wb")
         self.proc = subprocess.Popen([VITD, "serve", "--model", f"{name}={model}", "--host", "127.0.0.1", "--port", "0",
                                       "--max-batch-size", str(MAX_BATCH), "--access-log", "false", "--max-queue-images", "256",
-                                      "--store-dir", os.path.join(OUT, "store")],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = None
+                                      "--store-dir", os.path.join(OUT, "store"), *extra],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
+        self.port = self.admin_port = None
         for _ in range(1200):
             text = open(log).read()
-            m = re.search(r"listening on [0-9.]+:(\d+)", text)
+            m = re.search(r"(?<!admin )listening on [0-9.]+:(\d+)", text)
             if m:
                 self.port = int(m.group(1))
+            m = re.search(r"admin listening on [0-9.]+:(\d+)", text)
+            if m:
+                self.admin_port = int(m.group(1))
             if self.port and " info ready" in text:
                 return
             if self.proc.poll() is not None:
