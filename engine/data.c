@@ -19,6 +19,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "fsutil.h"
+
 #define DS_FASHION_DIR "/usr/share/datasets/fashion-mnist"
 
 static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -150,27 +152,15 @@ static int join(char *out, size_t n, const char *a, const char *sep, const char 
     return 0;
 }
 
-static int file_exists(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static int dir_exists(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 /* dir/base or dir/base.gz, whichever exists; 0 when neither. */
 static int find_idx(const char *dir, const char *base, char *out, size_t n)
 {
     if (join(out, n, dir, "/", base)) return 0;
-    if (file_exists(out)) return 1;
+    if (fs_is_file(out)) return 1;
     size_t k = strlen(out);
     if (k + 4 > n) return 0;
     memcpy(out + k, ".gz", 4);
-    return file_exists(out);
+    return fs_is_file(out);
 }
 
 static vt_status set_names(ds_set *d, const char *dir, char *err, size_t errlen)
@@ -322,13 +312,13 @@ static vt_status open_folder(ds_set *d, const char *dir, char *err, size_t errle
     char cdir[4200], path[4400];
     while (!st && (e = readdir(top))) {
         if (e->d_name[0] == '.') continue;
-        if (join(cdir, sizeof cdir, dir, "/", e->d_name) || !dir_exists(cdir)) continue;
+        if (join(cdir, sizeof cdir, dir, "/", e->d_name) || !fs_is_dir(cdir)) continue;
         DIR *cd = opendir(cdir);
         if (!cd) { st = vt_err(err, errlen, VT_EIO, "%s: cannot open folder", cdir); break; }
         struct dirent *f;
         while ((f = readdir(cd))) {
             if (!is_image_name(f->d_name)) continue;
-            if (join(path, sizeof path, cdir, "/", f->d_name) || !file_exists(path)) continue;
+            if (join(path, sizeof path, cdir, "/", f->d_name) || !fs_is_file(path)) continue;
             if (push(&it, e->d_name, path, 0, 0)) { st = vt_err(err, errlen, VT_ENOMEM, "out of memory"); break; }
         }
         closedir(cd);
@@ -499,9 +489,9 @@ vt_status ds_open(const char *spec, const char *split, ds_set **out, char *err, 
     if (!d) return vt_err(err, errlen, VT_ENOMEM, "out of memory");
     char probe[4200];
     vt_status st;
-    if (file_exists(spec)) {
+    if (fs_is_file(spec)) {
         st = open_tar(d, spec, split, err, errlen);
-    } else if (!dir_exists(spec)) {
+    } else if (!fs_is_dir(spec)) {
         st = vt_err(err, errlen, VT_EIO, "%s: no such folder or tar file", spec);
     } else if (find_idx(spec, "train-images-idx3-ubyte", probe, sizeof probe) ||
                find_idx(spec, "t10k-images-idx3-ubyte", probe, sizeof probe)) {
@@ -509,9 +499,9 @@ vt_status ds_open(const char *spec, const char *split, ds_set **out, char *err, 
     } else {
         const char *alt = !strcmp(split, "test") ? "val" : !strcmp(split, "val") ? "test" : NULL;
         char sub[4200];
-        if (join(sub, sizeof sub, spec, "/", split) || (!dir_exists(sub) && alt && join(sub, sizeof sub, spec, "/", alt)))
+        if (join(sub, sizeof sub, spec, "/", split) || (!fs_is_dir(sub) && alt && join(sub, sizeof sub, spec, "/", alt)))
             sub[0] = '\0';
-        st = open_folder(d, dir_exists(sub) ? sub : spec, err, errlen);
+        st = open_folder(d, fs_is_dir(sub) ? sub : spec, err, errlen);
     }
     if (st) { ds_free(d); return st; }
     *out = d;

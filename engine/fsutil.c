@@ -1,5 +1,6 @@
-/* fsutil.c - atomic file replacement and exact reads (see fsutil.h). Not a general I/O
- * layer: only what the engine's format readers and writers share. */
+/* fsutil.c - atomic file replacement, exact reads, path tests and syncs (see fsutil.h).
+ * Not a general I/O layer: only what the engine's format readers and writers and the
+ * server's model store share. */
 #include "fsutil.h"
 
 #include <errno.h>
@@ -56,8 +57,31 @@ static int write_all(int fd, const struct iovec *parts, int nparts)
     return 0;
 }
 
-/* fsync of the directory holding path, so the rename itself survives a crash. Filesystems
- * that cannot sync a directory say EINVAL; there is nothing more to do on those. */
+int fs_is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+int fs_is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int fs_sync_path(const char *path, int dir)
+{
+    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    if (rc < 0 && errno == EINVAL) rc = 0;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* fsync of the directory holding path, so the rename itself survives a crash. */
 static int sync_parent_dir(const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -66,13 +90,9 @@ static int sync_parent_dir(const char *path)
     else if (slash == path) dir = strdup("/");
     else dir = strndup(path, (size_t)(slash - path));
     if (!dir) return -1;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    if (rc < 0 && errno == EINVAL) rc = 0;
+    int rc = fs_sync_path(dir, 1);
     int saved = errno;
-    close(fd);
+    free(dir);
     errno = saved;
     return rc;
 }

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "fsutil.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "vit.h"
@@ -33,23 +33,11 @@ static int is_cut(const char *name, uint64_t removed)
     return !strncmp(end + 1, "norm1.", 6) || !strncmp(end + 1, "attn.", 5);
 }
 
-static int is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static int is_file(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 /* The parent's .safetensors file and the config.json that vit_load would read beside it. */
 static void parent_paths(const char *parent, char *file, size_t fn, char *cfg, size_t cn)
 {
     cfg[0] = '\0';
-    if (is_dir(parent)) {
+    if (fs_is_dir(parent)) {
         snprintf(file, fn, "%s/model.safetensors", parent);
         snprintf(cfg, cn, "%s/config.json", parent);
         return;
@@ -70,7 +58,7 @@ static vt_status new_config(const st_file *f, const char *cfgpath, uint64_t remo
     if (meta) {
         if (!(root = json_loads(meta, JSON_REJECT_DUPLICATES, &je)))
             return vt_err(err, errlen, VT_EFORMAT, "parent metadata 'vitd.config' is not valid JSON: %s", je.text);
-    } else if (cfgpath[0] && is_file(cfgpath)) {
+    } else if (cfgpath[0] && fs_is_file(cfgpath)) {
         if (!(root = json_load_file(cfgpath, JSON_REJECT_DUPLICATES, &je)))
             return vt_err(err, errlen, VT_EFORMAT, "%s: not valid JSON: %s", cfgpath, je.text);
     } else {
@@ -107,7 +95,7 @@ vt_status prune_write(const char *parent, uint64_t removed, const char *selectio
     int n = 0;
 
     parent_paths(parent, file, sizeof file, cfgpath, sizeof cfgpath);
-    if (is_dir(out)) snprintf(outfile, sizeof outfile, "%s/model.safetensors", out);
+    if (fs_is_dir(out)) snprintf(outfile, sizeof outfile, "%s/model.safetensors", out);
     else snprintf(outfile, sizeof outfile, "%s", out);
     if ((st = sha256_file(file, hex, err, errlen))) return st;
     if ((st = st_open(file, &f, err, errlen))) return st;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fsutil.h"
 #include "ops.h"
 #include "safetensors.h"
 
@@ -443,12 +444,6 @@ static vt_status detect_removed(vit_config *c, const st_file *f, char *err, size
     return VT_OK;
 }
 
-static int file_exists(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 vt_status vit_load(const char *path, const vit_load_opts *o, vit_model **out, char *err, size_t errlen)
 {
     char file[4096], cfgpath[4096];
@@ -484,7 +479,7 @@ vt_status vit_load(const char *path, const vit_load_opts *o, vit_model **out, ch
             goto fail;
         }
         snprintf(m->source, sizeof m->source, "checkpoint metadata (vitd.config)");
-    } else if (cfgpath[0] && file_exists(cfgpath)) {
+    } else if (cfgpath[0] && fs_is_file(cfgpath)) {
         if (!(cfgj = json_load_file(cfgpath, JSON_REJECT_DUPLICATES, &jerr))) {
             st = vt_err(err, errlen, VT_EFORMAT, "%s: not valid JSON (line %d: %s)", cfgpath, jerr.line, jerr.text);
             goto fail;

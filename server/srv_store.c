@@ -103,31 +103,6 @@ static int version_of_name(const char *name)
     return atoi(name);
 }
 
-static int is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static int is_file(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-/* fsync of a file or folder by path; filesystems that cannot sync a folder say EINVAL. */
-static int sync_path(const char *p, int dir)
-{
-    int fd = open(p, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    if (rc < 0 && errno == EINVAL) rc = 0;
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
 static vt_status mkdir_p(const char *path, char *err, size_t errlen)
 {
     char buf[STORE_PATH];
@@ -143,7 +118,7 @@ static vt_status mkdir_p(const char *path, char *err, size_t errlen)
             if (!c) break;
         }
     }
-    if (!is_dir(path)) return vt_err(err, errlen, VT_EIO, "store: %s is not a folder", path);
+    if (!fs_is_dir(path)) return vt_err(err, errlen, VT_EIO, "store: %s is not a folder", path);
     return VT_OK;
 }
 
@@ -237,7 +212,7 @@ static vt_status read_state(const store *s, const char *model, state *st, int *e
     memset(st, 0, sizeof *st);
     st->next = 1;
     *exists = 0;
-    if (!is_file(path)) {
+    if (!fs_is_file(path)) {
         if (access(path, F_OK) == 0) return vt_err(err, errlen, VT_EFORMAT, "store: %s is not a file", path);
         return VT_OK;
     }
@@ -294,7 +269,7 @@ static vt_status read_version(const store *s, const char *model, int v, store_ve
     snprintf(path, sizeof path, "%s/version.json", dir);
     memset(out, 0, sizeof *out);
     if (info_json) *info_json = NULL;
-    if (!is_dir(dir)) return vt_err(err, errlen, VT_EINVAL, "model '%s' has no version %d in the store", model, v);
+    if (!fs_is_dir(dir)) return vt_err(err, errlen, VT_EINVAL, "model '%s' has no version %d in the store", model, v);
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!j) return vt_err(err, errlen, VT_EFORMAT, "store: %s: %s", path, je.text);
@@ -312,7 +287,7 @@ static vt_status read_version(const store *s, const char *model, int v, store_ve
         char fp[STORE_PATH + 80];
         if (!name || strchr(name, '/')) { rc = vt_err(err, errlen, VT_EFORMAT, "store: %s: bad file list", path); goto done; }
         snprintf(fp, sizeof fp, "%s/%s", dir, name);
-        if (!is_file(fp)) { rc = vt_err(err, errlen, VT_EFORMAT, "store: version %d of '%s' is incomplete: %s is missing", v, model, fp); goto done; }
+        if (!fs_is_file(fp)) { rc = vt_err(err, errlen, VT_EFORMAT, "store: version %d of '%s' is incomplete: %s is missing", v, model, fp); goto done; }
     }
     out->version = v;
     out->parent = (int)json_integer_value(json_object_get(j, "parent"));
@@ -328,7 +303,7 @@ static vt_status read_version(const store *s, const char *model, int v, store_ve
     snprintf(out->sha256, sizeof out->sha256, "%s", sha);
     snprintf(out->dir, sizeof out->dir, "%s", dir);
     path_fmt(out->path, sizeof out->path, "%s/model.safetensors", dir);
-    if (!is_file(out->path)) { rc = vt_err(err, errlen, VT_EFORMAT, "store: version %d of '%s' has no model.safetensors", v, model); goto done; }
+    if (!fs_is_file(out->path)) { rc = vt_err(err, errlen, VT_EFORMAT, "store: version %d of '%s' has no model.safetensors", v, model); goto done; }
     json_t *info = json_object_get(j, "info");
     if (info_json && json_is_object(info)) {
         char *t = json_dumps(info, JSON_COMPACT | JSON_SORT_KEYS);
@@ -354,7 +329,7 @@ static int scan_versions(const store *s, const char *model, int **out)
         int k = version_of_name(e->d_name);
         char p[STORE_PATH + 256];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (!k || !is_dir(p)) continue;
+        if (!k || !fs_is_dir(p)) continue;
         if (n == cap) {
             int *t = realloc(v, sizeof *v * (size_t)(cap = cap ? 2 * cap : 16));
             if (!t) break;
@@ -397,10 +372,10 @@ static vt_status ensure_model_dir(const store *s, const char *model, char *err, 
 {
     char dir[STORE_PATH];
     model_dir(s, model, dir, sizeof dir);
-    if (is_dir(dir)) return VT_OK;
+    if (fs_is_dir(dir)) return VT_OK;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return vt_err(err, errlen, VT_EIO, "store: cannot create %s: %s", dir, strerror(errno));
-    if (sync_path(s->root, 1) != 0)
+    if (fs_sync_path(s->root, 1) != 0)
         return vt_err(err, errlen, VT_EIO, "store: fsync %s: %s", s->root, strerror(errno));
     return VT_OK;
 }
@@ -458,8 +433,8 @@ static vt_status commit_locked(store *s, pending *p, int parent, const char *ori
         vit_free(vm);
         if ((rc = sha256_file(file, m.sha256, err, errlen))) return rc;
     }
-    int has_cfg = is_file(cfg);
-    if (sync_path(file, 0) != 0 || (has_cfg && sync_path(cfg, 0) != 0))
+    int has_cfg = fs_is_file(cfg);
+    if (fs_sync_path(file, 0) != 0 || (has_cfg && fs_sync_path(cfg, 0) != 0))
         return vt_err(err, errlen, VT_EIO, "store: fsync in %s: %s", p->dir, strerror(errno));
 
     char created[32];
@@ -485,7 +460,7 @@ static vt_status commit_locked(store *s, pending *p, int parent, const char *ori
         return vt_err(err, errlen, VT_EIO, "store: cannot rename %s to %s: %s", p->dir, dest, strerror(errno));
     char mdir[STORE_PATH];
     model_dir(s, p->model, mdir, sizeof mdir);
-    if (sync_path(mdir, 1) != 0) return vt_err(err, errlen, VT_EIO, "store: fsync %s: %s", mdir, strerror(errno));
+    if (fs_sync_path(mdir, 1) != 0) return vt_err(err, errlen, VT_EIO, "store: fsync %s: %s", mdir, strerror(errno));
     return VT_OK;
 }
 
@@ -553,13 +528,13 @@ static vt_status source_files(const char *path, char *file, char *cfg, size_t n,
     if (S_ISDIR(sb.st_mode)) {
         snprintf(file, n, "%s/model.safetensors", path);
         snprintf(cfg, n, "%s/config.json", path);
-        if (!is_file(file)) return vt_err(err, errlen, VT_EIO, "%s: the folder has no model.safetensors", path);
+        if (!fs_is_file(file)) return vt_err(err, errlen, VT_EIO, "%s: the folder has no model.safetensors", path);
     } else {
         snprintf(file, n, "%s", path);
         const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
         if (!strcmp(base, "model.safetensors")) snprintf(cfg, n, "%.*sconfig.json", (int)(base - path), path);
     }
-    if (cfg[0] && !is_file(cfg)) cfg[0] = '\0';
+    if (cfg[0] && !fs_is_file(cfg)) cfg[0] = '\0';
     return VT_OK;
 }
 
@@ -601,7 +576,7 @@ vt_status store_import(store *s, const char *model, const char *path, int *activ
                 continue;
             char c[STORE_PATH + 80], csha[65] = "";
             snprintf(c, sizeof c, "%s/config.json", sv.dir);
-            if (is_file(c) && sha256_file(c, csha, NULL, 0)) continue;
+            if (fs_is_file(c) && sha256_file(c, csha, NULL, 0)) continue;
             if (strcmp(csha, cfg_sha)) continue;
             st.active = v[i];
             break;
@@ -804,7 +779,7 @@ int store_prune_old(store *s, const char *model, int keep)
         snprintf(to, sizeof to, "%s/.tmp-deleted-%d", mdir, v[i]);
         rm_tree(to);
         if (rename(from, to) != 0) continue;
-        sync_path(mdir, 1);
+        fs_sync_path(mdir, 1);
         rm_tree(to);
         deleted++;
     }
