@@ -28,10 +28,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from fashion_proxy import png, proxy_tar  # noqa: E402
-VITD = os.environ.get("VITD") or os.path.join(ROOT, "build", "vitd")
+from vitd_harness import SERVERS, Server, request  # noqa: E402
 TOKEN = "soak-token-0123456789abcdef"
 MODEL = "fashion-vit"
 
@@ -43,13 +42,9 @@ def rss_kb(pid):
     return 0
 
 
-def call(port, method, path, body=None, headers=None, timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request(method, path, body=body, headers=headers or {})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
+def call(port, method, path, body=None, headers=None):
+    st, _, data = request(port, method, path, body, headers)
+    return st, data
 
 
 def main():
@@ -60,29 +55,13 @@ def main():
     a = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="vitd-soak-")
-    log_path = os.path.join(tmp, "server.log")
-    env = dict(os.environ, VITD_ADMIN_TOKEN=TOKEN)
-    proc = subprocess.Popen([VITD, "serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
-                             "--store-dir", os.path.join(tmp, "store"), "--access-log", "false"],
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
-        port = aport = None
-        for _ in range(600):
-            text = open(log_path, errors="replace").read()
-            for line in text.splitlines():
-                if "listening on" in line:
-                    p = int(line.split("listening on")[1].split(":")[-1].split('"')[0].split()[0].strip())
-                    if "admin" in line:
-                        aport = p
-                    else:
-                        port = p
-            if port and aport and "ready" in text:
-                break
-            if proc.poll() is not None:
-                sys.exit(f"soak_swap: server exited:\n{text}")
-            time.sleep(0.1)
-        else:
-            sys.exit(f"soak_swap: server not ready:\n{open(log_path).read()}")
+        srv = Server("server", ["--admin-port", "0", "--store-dir", os.path.join(tmp, "store"), "--access-log", "false"],
+                     tmp, env={"VITD_ADMIN_TOKEN": TOKEN})
+        proc = srv.proc
+        if proc.poll() is not None or not srv.admin:
+            sys.exit(f"soak_swap: server exited:\n{srv.text()}")
+        port, aport = srv.port, srv.admin
         auth = {"Authorization": f"Bearer {TOKEN}"}
         body = proxy_tar(10)
         st, data = call(aport, "POST", f"/admin/models/{MODEL}/prune?remove=2&strategy=nose&images=64&gate=0", body,
@@ -179,12 +158,13 @@ def main():
         print("soak_swap: " + ("FAIL: " + "; ".join(bad) if bad else "all checks passed"))
         sys.exit(1 if bad else 0)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for started in SERVERS:  # the one server, also when it did not start
+            if started.proc.poll() is None:
+                started.proc.send_signal(signal.SIGTERM)
+                try:
+                    started.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    started.proc.kill()
         if not a.keep_store:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -24,8 +24,6 @@ import http.client
 import io
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,85 +34,30 @@ import time
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import vitd_harness as harness  # noqa: E402
 from fashion_proxy import FASHION, png, proxy_tar  # noqa: E402
-VITD = os.environ.get("VITD") or os.path.join(ROOT, "build", "vitd")
+from vitd_harness import ROOT, VITD, check, fail, reply_json  # noqa: E402
 MODEL = os.path.join(ROOT, "models", "fashion-vit", "model.safetensors")
 TMP = tempfile.mkdtemp(prefix="vitd-test-admin-")
 STORE = os.path.join(TMP, "store")
 SPOOL = os.path.join(STORE, ".spool")
 TOKEN = "t0ken-for-the-admin-test-0123456789abcdef"
 AUTH = {"Authorization": "Bearer " + TOKEN}
-SERVERS = []
-checks = 0
 
 
-def fail(msg):
-    print("FAIL:", msg)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    global checks
-    checks += 1
-    if not cond:
-        fail(msg)
-
-
-class Server:
-    """A `vitd serve` on free loopback ports (--port 0 --admin-port 0; the log says which)."""
+class Server(harness.Server):
+    """A `vitd serve` (vitd_harness.Server) on free loopback ports (--port 0 --admin-port 0)
+    with the default model in the test's store, its log in TMP, and none of the caller's
+    VITD_* variables (the admin token comes only from env)."""
 
     def __init__(self, name, args=(), env=None, wait_ready=True):
-        self.log_path = os.path.join(TMP, name + ".log")
-        self.log = open(self.log_path, "wb")
-        e = {k: v for k, v in os.environ.items() if not k.startswith("VITD_")}
-        e.update(env or {})
-        self.proc = subprocess.Popen([VITD, "serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
-                                      "--store-dir", STORE, "--model", "fashion-vit=" + MODEL] + list(args),
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=e, cwd=ROOT)
-        SERVERS.append(self)
-        self.port = self.admin = None
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            text = self.text()
-            for line in text.splitlines():
-                if "admin listening on" in line:
-                    self.admin = int(line.rsplit(":", 1)[1].strip().strip('"}'))
-                elif "listening on" in line and self.port is None:
-                    self.port = int(line.rsplit(":", 1)[1].strip().strip('"}'))
-            if self.proc.poll() is not None:
-                return
-            if self.port and (not wait_ready or " info ready" in text):
-                return
-            time.sleep(0.05)
-        fail(f"server {name} did not start:\n{self.text()}")
-
-    def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                fail(f"server did not stop within {timeout} s")
-        return self.proc.returncode
+        super().__init__(name, ["--admin-port", "0", "--store-dir", STORE, "--model", "fashion-vit=" + MODEL] + list(args),
+                         TMP, env=env, inherit_vitd_env=False, wait_ready=wait_ready)
 
 
 def request(port, method, path, body=None, headers=None, timeout=30):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request(method, path, body=body, headers=headers or {})
-        r = c.getresponse()
-        data = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-    finally:
-        c.close()
+    return harness.request(port, method, path, body, headers, timeout)
 
 
 def admin(srv, method, path, body=None, headers=None, status=None):
@@ -122,10 +65,7 @@ def admin(srv, method, path, body=None, headers=None, status=None):
     h = dict(AUTH)
     h.update(headers or {})
     st, hd, data = request(srv.admin, method, path, body, h)
-    try:
-        j = json.loads(data)
-    except ValueError:
-        fail(f"{method} {path}: reply is not JSON: {data[:200]!r}")
+    j = reply_json(method, path, data)
     if status is not None:
         check(st == status, f"{method} {path}: status {st}, expected {status}: {j}")
     return st, j
@@ -537,16 +477,9 @@ def main():
         test_swap(srv, good_tar)
         test_conflict_cancel(srv, good_tar, big_tar)
         test_kill9(srv, big_tar)
-        print(f"test_admin: {checks} checks passed in {time.time() - t_all:.1f} s")
+        print(f"test_admin: {harness.checks} checks passed in {time.time() - t_all:.1f} s")
     finally:
-        for s in SERVERS:
-            if s.proc.poll() is None:
-                s.proc.kill()
-                s.proc.wait()
-        if os.environ.get("KEEP_TMP"):  # the servers' logs, e.g. of a sanitizer build
-            print("logs kept in", TMP)
-        else:
-            shutil.rmtree(TMP, ignore_errors=True)
+        harness.cleanup(TMP)
 
 
 if __name__ == "__main__":

@@ -29,81 +29,29 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-VITD = os.environ.get("VITD") or os.path.join(ROOT, "build", "vitd")
+sys.path.insert(0, HERE)
+import vitd_harness as harness  # noqa: E402
+from vitd_harness import ROOT, VITD, check, fail, reply_json  # noqa: E402
+
 GOLDEN = os.path.join(HERE, "data", "golden")
 PHOTOS = [os.path.join(HERE, "data", "photos", f + ".jpg") for f in ("butterfly", "fruits", "orange", "squirrel_cls")]
 TMP = tempfile.mkdtemp(prefix="vitd-test-server-")
 # the model store (store_dir): never the repository's store/; each Server gets its own below
 os.environ["VITD_STORE_DIR"] = os.path.join(TMP, "store")
-SERVERS = []
-checks = 0
 
 
-def fail(msg):
-    print("FAIL:", msg)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    global checks
-    checks += 1
-    if not cond:
-        fail(msg)
-
-
-class Server:
-    """A `vitd serve` process on a free loopback port (--port 0; the log says which)."""
+class Server(harness.Server):
+    """A `vitd serve` process (vitd_harness.Server) with its log in TMP and, unless args name
+    one, a fresh store per server name, so that its models are version 1."""
 
     def __init__(self, name, args, env=None, cwd=ROOT, wait_ready=True):
-        self.log_path = os.path.join(TMP, name + ".log")
-        self.log = open(self.log_path, "wb")
-        e = dict(os.environ)
-        e.update(env or {})
-        if "--store-dir" not in args:  # a fresh store per server name: its models are version 1
+        if "--store-dir" not in args:
             args = args + ["--store-dir", os.path.join(TMP, "store-" + name)]
-        self.proc = subprocess.Popen([VITD, "serve", "--host", "127.0.0.1", "--port", "0"] + args,
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=e, cwd=cwd)
-        SERVERS.append(self)
-        self.port = None
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            text = self.text()
-            for line in text.splitlines():
-                if "listening on" in line and self.port is None:
-                    self.port = int(line.split("listening on")[1].split(":")[-1].split('"')[0].strip())
-            if self.proc.poll() is not None:
-                return
-            if self.port and (not wait_ready or '"ready"' in text or " info ready" in text):
-                return
-            time.sleep(0.05)
-        fail(f"server {name} did not start:\n{self.text()}")
-
-    def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                fail(f"server did not stop within {timeout} s")
-        return self.proc.returncode
+        super().__init__(name, args, TMP, env=env, cwd=cwd, wait_ready=wait_ready)
 
 
 def request(srv, method, path, body=None, headers=None, timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
-    try:
-        c.request(method, path, body=body, headers=headers or {})
-        r = c.getresponse()
-        data = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-    finally:
-        c.close()
+    return harness.request(srv.port, method, path, body, headers, timeout)
 
 
 def jreq(srv, method, path, obj=None, headers=None, raw=None):
@@ -111,11 +59,7 @@ def jreq(srv, method, path, obj=None, headers=None, raw=None):
     h.update(headers or {})
     body = raw if raw is not None else (json.dumps(obj).encode() if obj is not None else None)
     st, hd, data = request(srv, method, path, body, h)
-    try:
-        j = json.loads(data) if data else None
-    except ValueError:
-        fail(f"{method} {path}: reply is not JSON: {data[:200]!r}")
-    return st, hd, j
+    return st, hd, reply_json(method, path, data) if data else None
 
 
 def expect_error(srv, method, path, status, body=None, headers=None, contains=None):
@@ -794,15 +738,8 @@ def main():
             fn()
             print(f"ok   {name} ({time.time() - t:.1f} s)")
     finally:
-        for srv in SERVERS:
-            if srv.proc.poll() is None:
-                srv.proc.kill()
-                srv.proc.wait()
-        if os.environ.get("KEEP_TMP"):
-            print("logs in", TMP)
-        else:
-            shutil.rmtree(TMP, ignore_errors=True)
-    print(f"test_server: {checks} checks passed in {time.time() - t0:.1f} s")
+        harness.cleanup(TMP)
+    print(f"test_server: {harness.checks} checks passed in {time.time() - t0:.1f} s")
 
 
 if __name__ == "__main__":
