@@ -65,7 +65,7 @@
     X(I, job_threads, "1", 1, 1024, "OpenMP threads of an admin job (pruning runs beside serving)") \
     X(I, job_nice, "19", 0, 19, "nice value of an admin job's thread") \
     X(D, job_gate, "0.9", 0, 1, "default minimum top-1 agreement of a pruned candidate with the active version on the held-out images; below it the version is stored but not activated") \
-    X(D, job_holdout, "0.2", 0, 1, "fraction of an uploaded proxy set held out for the check")
+    X(D, job_holdout, "0.2", 0, 0.9, "fraction of an uploaded proxy set held out for the check (at most 0.9: the selection needs the rest)")
 
 typedef struct {
     char name[CONF_NAME_MAX + 1];
