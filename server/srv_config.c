@@ -20,7 +20,7 @@ typedef enum { T_I, T_D, T_B, T_S, T_F } conf_type;
 typedef struct {
     conf_type type;
     const char *name, *def, *words, *help;
-    long lo, hi;
+    double lo, hi;              /* bounds of I and D keys (whole numbers for I) */
     size_t off;
 } conf_key;
 
@@ -95,7 +95,7 @@ static int set_value(conf_t *c, const conf_key *k, const char *val, const char *
         if (end == val || *end || errno)
             return fail(err, errlen, "%s: %s: '%s' is not an integer", src, k->name, val);
         if (v < k->lo || v > k->hi)
-            return fail(err, errlen, "%s: %s: %ld is outside %ld..%ld", src, k->name, v, k->lo, k->hi);
+            return fail(err, errlen, "%s: %s: %ld is outside %.0f..%.0f", src, k->name, v, k->lo, k->hi);
         *(long *)base = v;
         return 0;
     }
@@ -105,8 +105,8 @@ static int set_value(conf_t *c, const conf_key *k, const char *val, const char *
         double v = strtod(val, &end);
         if (end == val || *end || errno || v != v)
             return fail(err, errlen, "%s: %s: '%s' is not a number", src, k->name, val);
-        if (v < (double)k->lo || v > (double)k->hi)
-            return fail(err, errlen, "%s: %s: %g is outside %ld..%ld", src, k->name, v, k->lo, k->hi);
+        if (v < k->lo || v > k->hi)
+            return fail(err, errlen, "%s: %s: %g is outside %g..%g", src, k->name, v, k->lo, k->hi);
         *(double *)base = v;
         return 0;
     }
@@ -276,7 +276,8 @@ void conf_print_keys(FILE *f)
         env_name(keys[i].name, e, sizeof e);
         flag_name(keys[i].name, fl, sizeof fl);
         fprintf(f, "%-24s %-28s %-28s %-12s %s", keys[i].name, e, fl, keys[i].def, keys[i].help);
-        if (keys[i].type == T_I || keys[i].type == T_D) fprintf(f, " [%ld..%ld]", keys[i].lo, keys[i].hi);
+        if (keys[i].type == T_I) fprintf(f, " [%.0f..%.0f]", keys[i].lo, keys[i].hi);
+        if (keys[i].type == T_D) fprintf(f, " [%g..%g]", keys[i].lo, keys[i].hi);
         if (keys[i].type == T_F) fprintf(f, " [%s]", keys[i].words);
         fputc('\n', f);
     }
