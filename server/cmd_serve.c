@@ -238,7 +238,7 @@ int cmd_serve(int argc, char **argv)
     }
 
     /* the admin API (jobs, then its listener): only once every model serves */
-    job_opts jo = {.threads = (int)g_conf.job_threads, .nice = (int)g_conf.job_nice,
+    job_opts jo = {.threads = (int)g_conf.job_threads, .nice = (int)g_conf.job_nice, .idle = g_conf.job_idle, .cpu_share = g_conf.job_cpu_share,
                    .keep_versions = (int)g_conf.keep_versions};
     job_init(mstore, &jo);
     jobs_on = 1;

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,12 @@
 static pthread_mutex_t g_cpu_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cpu_cond = PTHREAD_COND_INITIALIZER;
 static int g_cpu_cap = 1, g_cpu_free = 1;
+static _Atomic int64_t g_last_active_ns; /* when a forward pass of any worker last ended */
+
+int64_t bat_last_active_ns(void)
+{
+    return atomic_load_explicit(&g_last_active_ns, memory_order_relaxed);
+}
 
 void bat_set_cpus(int cpus)
 {
@@ -300,7 +307,9 @@ static void *worker(void *arg)
             int held = cpu_take(q->o.threads);
             st = vit_forward(reg_version_runner_at(v, w->index), x, B, y, NULL, err, sizeof err);
             cpu_give(held);
-            met_observe(&q->mm->inference, (bat_now_ns() - t0) / 1e9);
+            int64_t t1 = bat_now_ns();
+            atomic_store_explicit(&g_last_active_ns, t1, memory_order_relaxed);
+            met_observe(&q->mm->inference, (t1 - t0) / 1e9);
             met_observe(&q->mm->batch, B);
             atomic_fetch_add_explicit(&q->mm->images, (uint64_t)B, memory_order_relaxed);
         }

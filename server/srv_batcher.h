@@ -110,4 +110,8 @@ void bat_free(bat_queue *q);
 
 int64_t bat_now_ns(void); /* CLOCK_MONOTONIC */
 
+/* When any worker of any model last finished a forward pass (CLOCK_MONOTONIC ns; 0: never):
+ * admin jobs pause while inference is active (srv_job.h, cpu_share). */
+int64_t bat_last_active_ns(void);
+
 #endif

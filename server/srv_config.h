@@ -64,6 +64,8 @@
     X(I, admin_max_entry_bytes, "33554432", 1, 1073741824, "largest file inside a prune upload") \
     X(I, job_threads, "1", 1, 1024, "OpenMP threads of an admin job (pruning runs beside serving)") \
     X(I, job_nice, "19", 0, 19, "nice value of an admin job's thread") \
+    X(D, job_cpu_share, "0.2", 0.01, 1, "while inference is active, an admin job pauses after each forward pass so that it uses at most this share of one CPU (1: no pauses)") \
+    X(B, job_idle, "true", 0, 0, "run admin jobs under SCHED_IDLE (CPU only when inference and HTTP threads leave it idle); false: nice only") \
     X(D, job_gate, "0.9", 0, 1, "default minimum top-1 agreement of a pruned candidate with the active version on the held-out images; below it the version is stored but not activated") \
     X(D, job_holdout, "0.2", 0, 0.9, "fraction of an uploaded proxy set held out for the check (at most 0.9: the selection needs the rest)")
 

@@ -61,6 +61,11 @@ typedef struct {
 typedef struct {
     int threads;               /* OpenMP threads of a job (>= 1) */
     int nice;                  /* nice value of the job thread (0..19) */
+    double cpu_share;          /* while inference is active, the job pauses after each forward
+                                * pass so that it uses at most this share of one CPU (0..1];
+                                * 1: no pauses. 0 (unset) means 1 */
+    int idle;                  /* 1: the job thread (and its team, and a fine-tuning child) run
+                                * under SCHED_IDLE: CPU time only when no other thread wants it */
     int keep_versions;         /* store_prune_old after a publish */
     int max_jobs_kept;         /* finished jobs remembered for GET (0: 32) */
     const char *exe;           /* the vitd binary run for fine-tuning (NULL: /proc/self/exe) */
@@ -81,7 +86,7 @@ int job_submit(const job_params *p, char *err, size_t errlen);
  *    "selected": [...], "removed_blocks": [...],
  *    "check": {"images", "agreement", "accuracy_parent", "accuracy_candidate", "gate", "passed"},
  *    "version": N|null, "activated": bool, "reason", "error",
- *    "created", "started", "finished", "seconds"}
+ *    "created", "started", "finished", "seconds", "paused_seconds" (job_opts.cpu_share)}
  * NULL when id is unknown. */
 json_t *job_json(int id);
 

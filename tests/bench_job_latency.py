@@ -132,8 +132,8 @@ def main():
     out += [f"| {n} | {c} | {a1:.2f} | {b1:.2f} | {f1:.2f} | {a2:.2f} | {b2:.2f} | {f2:.2f} | {a3:.1f} | {b3:.1f} | {f3:.2f} |"
             for n, c, a1, b1, f1, a2, b2, f2, a3, b3, f3 in rows]
     out.append(f"\n{a.rounds} rounds of {a.seconds:g} s windows ({2.5 * a.seconds:g} s for deit_s), wrk -t1 closed loop, "
-               f"one 28x28 Fashion-MNIST PNG per request; job: NOSE prune on an uploaded proxy tar at job_threads 1, "
-               f"job_nice 19; factors are medians of per-round ratios (job / no job).")
+               f"one 28x28 Fashion-MNIST PNG per request; job: NOSE prune on an uploaded proxy tar at the server defaults (job_threads 1, job_nice 19, SCHED_IDLE, job_cpu_share 0.2), "
+               f"factors are medians of per-round ratios (job / no job).")
     open(a.out, "w").write("\n".join(out) + "\n")
     print("\n".join(out))
     print(f"written to {a.out}")

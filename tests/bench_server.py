@@ -254,7 +254,7 @@ def main():
                    for n, w, c, s, lo, hi, p50, p99, mb, B, e, elo, ehi, ev, ra, ef, err in rows)
     note = (f"\n{a.rounds} rounds, {a.seconds:g} s per server run ({a.seconds * 2.5:g} s for deit_s), wrk -t1 closed loop, "
             f"after a warm-up run; max_batch_size {MAX_BATCH}, "
-            f"max_queue_delay_us 0, gomp_spincount {SPINCOUNT}, threads auto (1 for fashion, 2 for deit_s). Engine: "
+            f"max_queue_delay_us 0, gomp_spincount {SPINCOUNT}, threads and instances auto (fashion: 2 workers of 1 thread; deit_s: 1 worker of 2 threads). Engine: "
             f"vitd bench --batch B --json (3 s, 6 s for deit_s) with 1 thread or all CPUs, GOMP_SPINCOUNT={SPINCOUNT} "
             f"or 0; server/engine is the median over rounds of the server against the best of the four in that "
             f"round. Per CPU-second: the server's images per CPU-second of its whole process (HTTP "
