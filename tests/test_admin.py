@@ -344,6 +344,8 @@ def test_swap(srv, good_tar):
     check(j["activated"] is True and j["version"] == 2 and j["parent_version"] == 1, f"prune job result: {j}")
     check(len(j["removed_blocks"]) == 2 and len(j["steps"]) == 2 and j["progress"] == 1, f"prune job report: {j}")
     check(j["check"]["images"] >= 1 and 0 <= j["check"]["agreement"] <= 1, f"prune job check: {j['check']}")
+    # 4 clients kept the workers busy: the job paused to stay within job_cpu_share (0.2)
+    check(j.get("paused_seconds", 0) > 0, f"the job never paused for inference: {j.get('paused_seconds')}")
     m = models(srv)
     check(m["active"] == 2 and m["serving"] == 2, f"after the job: active {m['active']}, serving {m['serving']}")
     v2 = [v for v in m["versions"] if v["version"] == 2]
