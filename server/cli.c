@@ -83,7 +83,7 @@ int cli_float(const char *s, double *out)
     return 0;
 }
 
-void cli_reexec_spincount(long spins, int argc, char **argv)
+void cli_reexec_spincount(long spins, int active, int argc, char **argv)
 {
     if (spins < 0 || getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY") || getenv("VITD_OMP_REEXEC"))
         return;
@@ -93,6 +93,7 @@ void cli_reexec_spincount(long spins, int argc, char **argv)
     if (!args) return;
     for (int i = 0; i < argc; i++) args[i] = argv[i];
     setenv("GOMP_SPINCOUNT", v, 1);
+    if (active && spins > 0) setenv("OMP_WAIT_POLICY", "active", 1);
     setenv("VITD_OMP_REEXEC", "1", 1);
     /* the binary's own path, so ps and top still say "vitd" (not "exe") */
     char self[4096];
@@ -103,5 +104,6 @@ void cli_reexec_spincount(long spins, int argc, char **argv)
     }
     /* still here: run with libgomp's default */
     unsetenv("GOMP_SPINCOUNT");
+    unsetenv("OMP_WAIT_POLICY");
     free(args);
 }

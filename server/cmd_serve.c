@@ -33,49 +33,6 @@
 
 static conf_t g_conf; /* immutable once loaded */
 
-/* GNU OpenMP reads GOMP_SPINCOUNT when the program is loaded, before main: the only way to
- * set it from the configuration is to run the program again with it in the environment.
- * A waiting OpenMP thread spins (by default ~300,000 iterations) before it sleeps; when other
- * threads want the same cores (the HTTP threads decoding the next batch, or any other
- * process) the spinning burns the time slices its partner needs, at each of the ~100 parallel
- * regions of a forward pass. Measured on 2 shared CPUs (docs/serving.md): a 12-block ViT at
- * batch 1 runs at under 1 image/s with the default, 18 with 10,000 spins, 63-66 with 1,000,
- * 100-108 with 0; idle, 0 costs ~40% against 1,000 (main.c's measurement for the other
- * commands); the server itself showed no difference between 0 and 1,000 under load. So 1,000,
- * as for every other vitd command. */
-static void apply_spincount(int argc, char **argv)
-{
-    if (g_conf.gomp_spincount < 0 || getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY") ||
-        getenv("VITD_SERVE_REEXEC"))
-        return;
-    char v[32];
-    snprintf(v, sizeof v, "%ld", g_conf.gomp_spincount);
-    char **args = calloc((size_t)argc + 2, sizeof *args);
-    if (!args) return;
-    args[0] = "vitd";
-    for (int i = 0; i < argc; i++) args[i + 1] = argv[i];
-    setenv("GOMP_SPINCOUNT", v, 1);
-    /* libgomp counts the worker's team as oversubscription (a team started by a thread other
-     * than the initial one is added on top of it: 3 "managed" threads on 2 CPUs) and then
-     * spins only its "throttled" count, 100 unless the wait policy is active, which makes it
-     * min(1000, GOMP_SPINCOUNT). Measured: DeiT-S at concurrency 1, 23 -> 25 images/s; the
-     * 2-thread team of the default model's shape, 850 -> 3,700. */
-    if (g_conf.gomp_spincount > 0) setenv("OMP_WAIT_POLICY", "active", 1);
-    setenv("VITD_SERVE_REEXEC", "1", 1);
-    /* the binary's own path, so ps and top still say "vitd" (not "exe") */
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        execv(self, args);
-    }
-    execv("/proc/self/exe", args);
-    /* still here: run with libgomp's default */
-    unsetenv("GOMP_SPINCOUNT");
-    unsetenv("OMP_WAIT_POLICY");
-    free(args);
-}
-
 /* The OpenMP team of a model's worker. threads = 0 (auto): every usable CPU, except one
  * thread for models whose whole batch is under SMALL_BATCH_MACS: their ~100 parallel regions
  * per forward pass each hold so little work that the fork/join and barrier cost of a team
@@ -107,7 +64,18 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "vitd serve: invalid configuration: %s\n", err);
         return 2;
     }
-    apply_spincount(argc, argv);
+    /* gomp_spincount. GNU OpenMP reads GOMP_SPINCOUNT when the program is loaded, before main: the only way to
+     * set it from the configuration is to run the program again with it in the environment.
+     * A waiting OpenMP thread spins (by default ~300,000 iterations) before it sleeps; when other
+     * threads want the same cores (the HTTP threads decoding the next batch, or any other
+     * process) the spinning burns the time slices its partner needs, at each of the ~100 parallel
+     * regions of a forward pass. Measured on 2 shared CPUs (docs/serving.md): a 12-block ViT at
+     * batch 1 runs at under 1 image/s with the default, 18 with 10,000 spins, 63-66 with 1,000,
+     * 100-108 with 0; idle, 0 costs ~40% against 1,000 (main.c's measurement for the other
+     * commands); the server itself showed no difference between 0 and 1,000 under load. So 1,000,
+     * as for every other vitd command, with the active wait policy (cmd.h).
+     * argv is main's argv + 1 (main.c's command table): argv - 1 is the whole command line. */
+    cli_reexec_spincount(g_conf.gomp_spincount, 1, argc + 1, argv - 1);
     log_init(g_conf.log_format == 1 ? LOG_JSON : LOG_TEXT, g_conf.access_log);
     json_object_seed(0); /* before any thread: jansson's hash seed (reliability.md) */
     /* the admin token, before any thread: it is taken out of the environment */

@@ -47,7 +47,7 @@ int main(int argc, char **argv)
      * of the ~100 parallel regions of a forward pass. Measured on 2 CPUs (DeiT-T, batch 1,
      * images/s, idle / one busy process beside): default 96-104 / 18; 1,000 spins 100-105 /
      * 45-49; 0 spins (passive) 61 / 55. `serve` sets its own value from its configuration. */
-    if (strcmp(argv[1], "serve")) cli_reexec_spincount(1000, argc, argv);
+    if (strcmp(argv[1], "serve")) cli_reexec_spincount(1000, 0, argc, argv);
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "vitd: unknown command '%s'\n", argv[1]);
