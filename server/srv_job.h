@@ -26,7 +26,7 @@
  *      "proxy"}). agreement < gate: the version stays stored but is not activated, state
  *      "succeeded" with "activated": false and the reason;
  *   7. otherwise: load and warm the candidate on the job thread (a runner may move between
- *      threads, vit.h), store_activate, then reg_publish: requests already holding the old
+ *      threads, vit.h), store_activate, then reg_publish_id: requests already holding the old
  *      version finish on it; the old version is freed when its last request releases it.
  * The spool folder is deleted when the job ends, whatever the outcome. Cancelled before the
  * commit, nothing is stored; after it, the version stays stored but is not activated. Once

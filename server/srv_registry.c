@@ -22,7 +22,7 @@ struct reg_version {
     reg_load_opts opts;
     img_preproc pp;
     img_decode_opts dopt;
-    struct reg_slot *slot;      /* set by reg_publish */
+    struct reg_slot *slot;      /* set by reg_publish_id */
     reg_version *next;          /* the slot's list, newest first (registry's reference) */
 };
 
@@ -32,7 +32,6 @@ typedef struct reg_slot {
     met_model *mm;
     reg_version *active;        /* also in `versions` */
     reg_version *versions;
-    int last_id;
     int ready;
 } reg_slot;
 
@@ -183,7 +182,6 @@ static void publish_locked(reg_slot *s, reg_version *v, reg_version **dropped)
     v->next = s->versions;
     s->versions = v;
     s->active = v;
-    if (v->id > s->last_id) s->last_id = v->id;
     /* keep the `keep` most recently published versions (the active one is the first) */
     reg_version **p = &s->versions;
     for (int k = 0; *p; k++) {
@@ -213,21 +211,6 @@ static void release_list(reg_version *v)
         reg_release(v);
         v = next;
     }
-}
-
-int reg_publish(const char *name, reg_version *v)
-{
-    reg_version *dropped = NULL;
-    pthread_mutex_lock(&g_lock);
-    reg_slot *s = find(name);
-    if (!s) { pthread_mutex_unlock(&g_lock); return -1; }
-    v->slot = s;
-    v->id = s->last_id + 1;
-    publish_locked(s, v, &dropped);
-    int id = v->id;
-    pthread_mutex_unlock(&g_lock);
-    release_list(dropped);
-    return id;
 }
 
 int reg_publish_id(const char *name, reg_version *v, int id)

@@ -8,8 +8,8 @@
  *
  * Reference counting (STYLE.md "a model is reference counted"):
  *   reg_version_load  -> a version with one reference, the caller's;
- *   reg_publish       -> the registry takes over that reference; the version becomes active;
- *   reg_publish_id       the previously active one stays listed while within `keep` (the most
+ *   reg_publish_id    -> the registry takes over that reference; the version becomes active;
+ *                        the previously active one stays listed while within `keep` (the most
  *                        recently published or activated versions), else the registry drops
  *                        its reference;
  *   reg_acquire       -> +1 for a request (active version, or a listed version by number);
@@ -72,13 +72,8 @@ void reg_shutdown(void);  /* drops the registry's references; requests must be f
 /* Registers a model name with its queue and metrics (both borrowed for the registry's life). */
 int reg_add(const char *name, bat_queue *q, met_model *mm);
 
-/* Makes v the active version of `name`, numbering it; takes over the caller's reference.
- * Returns the version number, or -1 when the name is unknown (the reference is then still
- * the caller's). */
-int reg_publish(const char *name, reg_version *v);
-
-/* The same with the version number given (the model store's number, srv_store.h), for start-up
- * and hot swap: v becomes the active version `id` of `name`. A listed version with the same id
+/* Makes v the active version `id` of `name` (the model store's number, srv_store.h), for
+ * start-up and hot swap; takes over the caller's reference. A listed version with the same id
  * is unlisted (the registry drops its reference; requests holding it finish on it). Returns
  * id, or -1 when the name is unknown or id < 1 (the reference is then still the caller's). */
 int reg_publish_id(const char *name, reg_version *v, int id);
