@@ -251,8 +251,9 @@ static void *worker(void *arg)
             }
         }
 
-        /* fill the batch from jobs of the head's version, in order */
-        int nseg = 0, ndone = 0, room = q->o.max_batch;
+        /* fill the batch from jobs of the head's version, in order; a job leaves the queue
+         * once all its images are taken, but is finished only when its last piece has run */
+        int nseg = 0, room = q->o.max_batch;
         for (bat_job *prev = NULL, *j = q->head, *next; j && room > 0; j = next) {
             next = j->next;
             if (j->ver != v) { prev = j; continue; }
@@ -260,13 +261,10 @@ static void *worker(void *arg)
             if (j->taken == 0) j->t_started = now;
             seg[nseg++] = (segment){j, j->taken, k};
             j->taken += k;
+            j->running++;
             room -= k;
-            if (j->taken == j->n) {
-                unlink_job(q, prev, j);
-                done_list[ndone++] = j;
-            } else {
-                prev = j;
-            }
+            if (j->taken == j->n) unlink_job(q, prev, j);
+            else prev = j;
         }
         int B = q->o.max_batch - room;
         q->depth -= B;
@@ -313,23 +311,32 @@ static void *worker(void *arg)
             met_observe(&q->mm->batch, B);
             atomic_fetch_add_explicit(&q->mm->images, (uint64_t)B, memory_order_relaxed);
         }
-        size_t off = 0;
+        if (!st && nseg > 1) { /* scatter the batch's logits back; each job's rows are its own */
+            size_t off = 0;
+            for (int s = 0; s < nseg; s++) {
+                memcpy(seg[s].job->logits + (size_t)seg[s].first * K, y + off * K, (size_t)seg[s].count * K * sizeof(float));
+                off += (size_t)seg[s].count;
+            }
+        }
+        if (st) log_msg(LOG_ERROR, "model %s: forward pass of %d images failed: %s", q->name, B, err);
+
+        /* Under the lock, since other workers may be running other pieces of the same jobs:
+         * record the outcome, and collect the jobs whose last piece this was. */
+        int ndone = 0;
+        pthread_mutex_lock(&q->lock);
         for (int s = 0; s < nseg; s++) {
             bat_job *j = seg[s].job;
             j->batch_size = B;
-            if (st) {
+            if (st && j->outcome != BAT_FAILED) {
                 j->outcome = BAT_FAILED;
                 snprintf(j->err, sizeof j->err, "%.150s (%.40s)", err, vt_status_str(st));
-            } else if (nseg > 1) {
-                memcpy(j->logits + (size_t)seg[s].first * K, y + off * K, (size_t)seg[s].count * K * sizeof(float));
             }
-            off += (size_t)seg[s].count;
+            if (--j->running == 0 && j->taken == j->n) done_list[ndone++] = j;
         }
-        if (st) log_msg(LOG_ERROR, "model %s: forward pass of %d images failed: %s", q->name, B, err);
-        for (int d = 0; d < ndone; d++) finish(done_list[d], done_list[d]->outcome);
-
-        pthread_mutex_lock(&q->lock);
         q->running -= B;
+        pthread_mutex_unlock(&q->lock);
+        for (int d = 0; d < ndone; d++) finish(done_list[d], done_list[d]->outcome);
+        pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);
     return NULL;
@@ -383,6 +390,7 @@ int bat_submit(bat_queue *q, bat_job *j)
     if (q->depth + j->n > q->o.max_queue_images) { pthread_mutex_unlock(&q->lock); return -1; }
     j->t_enqueued = bat_now_ns();
     j->taken = 0;
+    j->running = 0;
     j->outcome = BAT_OK;
     j->err[0] = '\0';
     j->next = NULL;

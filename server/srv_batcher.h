@@ -5,7 +5,9 @@
  * max_batch images from jobs of the same model version: it waits for more only while the
  * oldest job is younger than max_queue_delay_us (0: run what is queued at once; under load
  * batches fill by themselves while the previous one runs). A job larger than what is left
- * of a batch is split across batches. Jobs whose deadline passed before they started are
+ * of a batch is split across batches, which several workers may run at once; the job is
+ * finished (done() called) only when its last piece has run, by whichever worker ran it, and
+ * a failed piece fails the whole job. Jobs whose deadline passed before they started are
  * answered BAT_EXPIRED without running.
  *
  * Instances: a queue has opts.instances workers (Triton's instance count, OpenVINO's
@@ -57,6 +59,7 @@ typedef struct bat_job {
     int batch_size;            /* images in the (last) forward pass it was part of */
     /* private to the batcher */
     int taken;                 /* images already put in a batch */
+    int running;               /* pieces in forward passes now (several workers may each run one) */
     struct bat_job *next;
 } bat_job;
 
